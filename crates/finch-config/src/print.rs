@@ -1,0 +1,120 @@
+//! The effective config as commented TOML (`finch --print-config`, `finch.example.toml`).
+
+use crate::schema::Config;
+use std::fmt::Write as _;
+
+/// One doc line per key, in the order they are printed.
+const DOCS: &[(&str, &str, &str)] = &[
+    ("rtsp", "", "RTSP listener and sessions."),
+    ("rtsp", "listen_addresses", "Addresses the RTSP listener binds (IPv4 or IPv6), without the port."),
+    ("rtsp", "port", "The RTSP TCP port."),
+    ("rtsp", "udp", "Offer RTP/AVP over UDP unicast (one shared server port pair)."),
+    ("rtsp", "rtp_port", "The server's shared RTP port; RTCP uses rtp_port + 1."),
+    ("rtsp", "session_timeout_secs", "A session with no request, RTCP or media for this long is closed."),
+    ("rtsp", "write_timeout_secs", "A connection whose socket takes no data for this long is closed."),
+    ("admin", "", "The admin HTTP server: API, metrics, status page."),
+    ("admin", "enabled", "Run the admin HTTP server."),
+    ("admin", "listen", "Its address and port."),
+    ("limits", "", "Limits on every input; a request over one gets an error status."),
+    ("limits", "max_head_bytes", "Largest RTSP request line plus headers (over it: 413)."),
+    ("limits", "max_headers", "Most header fields in one request (over it: 400)."),
+    ("limits", "max_uri_bytes", "Longest request URI (over it: 414)."),
+    ("limits", "max_body_bytes", "Largest request body, such as an ANNOUNCE's SDP (over it: 413)."),
+    ("limits", "max_interleaved_bytes", "Largest interleaved RTP/RTCP frame over TCP (over it: the connection is closed)."),
+    ("limits", "max_connections", "Most RTSP connections at once; more get 503."),
+    ("limits", "max_readers_per_path", "Most readers on one path; more get 453."),
+    ("relay", "", "Fan-out from one publisher to many readers."),
+    ("relay", "reader_queue_packets", "Packets each reader may have queued; past it, the reader drops frames up to the next keyframe."),
+    ("relay", "slow_reader_max_dropped_packets", "A reader that has dropped this many packets in a row is disconnected."),
+    ("relay", "gop_cache", "Start new readers at the last keyframe, so the picture appears at once."),
+    ("relay", "gop_cache_max_bytes", "Bound of the GOP cache; a longer GOP is not cached."),
+    ("log", "", "Logging."),
+    ("log", "level", "error, warn, info, debug, trace, or a filter such as finch_server=debug."),
+    ("log", "format", "text or json."),
+    ("log", "file", "Append the log to this file; empty means stderr."),
+    ("log", "stats_interval_secs", "Print a status line every N seconds in the foreground; 0 turns it off."),
+    ("supervisor", "", "The supervisor, which restarts a worker that crashed, hung or reached FatalError."),
+    ("supervisor", "auto_restart", "Restart the worker at all."),
+    ("supervisor", "backoff_initial_ms", "Backoff before the second restart of a crash streak (the first is immediate); it doubles."),
+    ("supervisor", "backoff_max_ms", "The backoff cap."),
+    ("supervisor", "stable_after_secs", "A worker that ran this long ends the crash streak."),
+    ("supervisor", "crash_loop_limit", "Restarts within one streak before the supervisor gives up with exit code 3."),
+    ("supervisor", "heartbeat_timeout_secs", "A worker whose event loop is silent this long is killed and restarted."),
+    ("supervisor", "drain_timeout_secs", "How long a stopping worker may drain its sessions."),
+    ("supervisor", "pid_file", "Write the supervisor's pid here; empty for none."),
+    ("debug", "", "Debugging aids; never in production."),
+    ("debug", "fault_injection", "Enable POST /api/v1/debug/fault."),
+];
+
+/// The config as TOML, every key with its doc line.
+pub fn to_commented_toml(config: &Config) -> String {
+    let value =
+        toml::Value::try_from(config).unwrap_or_else(|_| toml::Value::Table(Default::default()));
+    let empty = toml::Table::new();
+    let root = value.as_table().unwrap_or(&empty);
+    let mut out = String::from(
+        "# Finch configuration. Every key is optional: a missing key takes the value shown here.\n\
+         # Environment variables FINCH_<SECTION>__<KEY> override this file; command-line flags override both.\n",
+    );
+    for (section, key, doc) in DOCS {
+        let table = root.get(*section).and_then(|v| v.as_table());
+        if key.is_empty() {
+            let _ = write!(out, "\n# {doc}\n[{section}]\n");
+            continue;
+        }
+        if let Some(v) = table.and_then(|t| t.get(*key)) {
+            let _ = write!(out, "# {doc}\n{key} = {v}\n");
+        }
+    }
+    out.push_str(
+        "\n# Per-path settings, first match wins: exact names or patterns (`*` within a segment,\n\
+         # `**` across segments). With no [paths] table at all, any path accepts a publisher.\n\
+         # source = \"publisher\" (clients push with ANNOUNCE/RECORD) or an upstream rtsp:// URL.\n",
+    );
+    for (pattern, p) in &config.paths.0 {
+        let _ = write!(
+            out,
+            "[paths.{}]\nsource = {}\n",
+            toml::Value::String(pattern.clone()),
+            toml::Value::String(p.source.clone())
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load_str;
+
+    #[test]
+    fn every_key_has_a_doc_and_it_round_trips() {
+        let c = Config::default();
+        let text = to_commented_toml(&c);
+        let value = toml::Value::try_from(&c).unwrap();
+        for (section, t) in value.as_table().unwrap() {
+            let Some(t) = t.as_table() else { continue };
+            for key in t.keys() {
+                assert!(
+                    DOCS.iter().any(|(s, k, _)| s == section && k == key),
+                    "{section}.{key} has no doc line"
+                );
+            }
+        }
+        assert_eq!(load_str(&text, "printed", Vec::new()).unwrap(), c);
+    }
+
+    #[test]
+    fn example_file_is_the_defaults() {
+        let text = include_str!("../../../finch.example.toml");
+        assert_eq!(
+            load_str(text, "finch.example.toml", Vec::new()).unwrap(),
+            Config::default()
+        );
+        assert_eq!(
+            text,
+            to_commented_toml(&Config::default()),
+            "regenerate with finch --print-config"
+        );
+    }
+}

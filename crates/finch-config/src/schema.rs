@@ -1,0 +1,469 @@
+//! The config schema: structs, defaults (the documented ones) and validation.
+//!
+//! Every struct is `#[serde(default, deny_unknown_fields)]`: a missing key takes its default, a
+//! misspelt key is refused rather than silently ignored. Keys carry their unit.
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// The whole config.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// RTSP listener and sessions.
+    pub rtsp: RtspConfig,
+    /// The admin HTTP server.
+    pub admin: AdminConfig,
+    /// Input limits.
+    pub limits: LimitsConfig,
+    /// Fan-out and GOP cache.
+    pub relay: RelayConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The supervisor process.
+    pub supervisor: SupervisorConfig,
+    /// Debugging aids.
+    pub debug: DebugConfig,
+    /// Per-path settings, first match wins.
+    pub paths: Paths,
+}
+
+/// `[rtsp]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtspConfig {
+    /// Addresses the RTSP listener binds, IPv4 or IPv6, without the port.
+    pub listen_addresses: Vec<String>,
+    /// The RTSP TCP port.
+    pub port: u16,
+    /// Whether RTP/AVP over UDP unicast is offered.
+    pub udp: bool,
+    /// The server's shared RTP port; RTCP uses the next one.
+    pub rtp_port: u16,
+    /// A session with no sign of life for this long is closed.
+    pub session_timeout_secs: u64,
+    /// A connection whose socket cannot take more data for this long is closed.
+    pub write_timeout_secs: u64,
+}
+
+impl Default for RtspConfig {
+    fn default() -> Self {
+        RtspConfig {
+            listen_addresses: vec!["0.0.0.0".to_owned()],
+            port: 8554,
+            udp: true,
+            rtp_port: 8000,
+            session_timeout_secs: 60,
+            write_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Whether the admin HTTP server runs.
+    pub enabled: bool,
+    /// Its listen address.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:8080".to_owned(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest RTSP request line plus headers.
+    pub max_head_bytes: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// Longest request URI.
+    pub max_uri_bytes: usize,
+    /// Largest request body (an ANNOUNCE's SDP).
+    pub max_body_bytes: usize,
+    /// Largest interleaved ($) frame.
+    pub max_interleaved_bytes: usize,
+    /// Most RTSP connections at once; more are refused.
+    pub max_connections: usize,
+    /// Most readers on one path.
+    pub max_readers_per_path: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_head_bytes: 8192,
+            max_headers: 64,
+            max_uri_bytes: 2048,
+            max_body_bytes: 65536,
+            max_interleaved_bytes: 32768,
+            max_connections: 10000,
+            max_readers_per_path: 5000,
+        }
+    }
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Packets each reader's queue holds before it starts dropping frames.
+    pub reader_queue_packets: usize,
+    /// A reader that has dropped this many packets in a row is disconnected.
+    pub slow_reader_max_dropped_packets: u64,
+    /// Whether new readers start at the last keyframe.
+    pub gop_cache: bool,
+    /// The GOP cache's bound; a longer GOP is not cached.
+    pub gop_cache_max_bytes: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            reader_queue_packets: 1024,
+            slow_reader_max_dropped_packets: 3000,
+            gop_cache: true,
+            gop_cache_max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace (or a tracing filter such as `finch_server=debug`).
+    pub level: String,
+    /// text or json.
+    pub format: String,
+    /// A file to append to; empty means stderr.
+    pub file: String,
+    /// Print a status line every N seconds in the foreground; 0 turns it off.
+    pub stats_interval_secs: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: "text".to_owned(),
+            file: String::new(),
+            stats_interval_secs: 0,
+        }
+    }
+}
+
+/// `[supervisor]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// Restart a worker that crashed or reached FatalError.
+    pub auto_restart: bool,
+    /// Backoff before the second restart of a streak (the first is immediate).
+    pub backoff_initial_ms: u64,
+    /// The backoff cap.
+    pub backoff_max_ms: u64,
+    /// A worker that ran this long ends the crash streak.
+    pub stable_after_secs: u64,
+    /// Restarts within one streak before the supervisor gives up (exit 3).
+    pub crash_loop_limit: u32,
+    /// A worker silent for this long is killed and restarted.
+    pub heartbeat_timeout_secs: u64,
+    /// How long a stopping worker may drain its sessions.
+    pub drain_timeout_secs: u64,
+    /// Where to write the pid; empty for none.
+    pub pid_file: String,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            auto_restart: true,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 30_000,
+            stable_after_secs: 60,
+            crash_loop_limit: 10,
+            heartbeat_timeout_secs: 10,
+            drain_timeout_secs: 5,
+            pid_file: String::new(),
+        }
+    }
+}
+
+/// `[debug]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Enables `POST /api/v1/debug/fault`. Never in production.
+    pub fault_injection: bool,
+}
+
+/// `[paths."pattern"]`: settings for the paths a pattern matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathConfig {
+    /// `publisher` (clients push with ANNOUNCE/RECORD) or an upstream `rtsp://` URL to pull.
+    pub source: String,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        PathConfig {
+            source: "publisher".to_owned(),
+        }
+    }
+}
+
+/// The path tables in file order (the first pattern that matches a path wins).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Paths(pub Vec<(String, PathConfig)>);
+
+impl Paths {
+    /// The settings for a path name: the first matching pattern, or the defaults when there are
+    /// no path tables at all. `None` means the config lists paths and this one is not among them.
+    pub fn find(&self, name: &str) -> Option<PathConfig> {
+        if self.0.is_empty() {
+            return Some(PathConfig::default());
+        }
+        self.0
+            .iter()
+            .find(|(pattern, _)| glob_match(pattern, name))
+            .map(|(_, c)| c.clone())
+    }
+}
+
+/// `*` matches any run of characters except `/`, `**` any run at all; everything else literally.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p {
+            [] => n.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            [b'*', rest @ ..] => {
+                let limit = n.iter().position(|c| *c == b'/').unwrap_or(n.len());
+                (0..=limit).any(|i| go(rest, &n[i..]))
+            }
+            [c, rest @ ..] => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+impl Serialize for Paths {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Paths {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Paths;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of path patterns")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Paths, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, PathConfig>()? {
+                    out.push((k, v));
+                }
+                Ok(Paths(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A value that is out of range: which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The dotted key (`rtsp.port`, `paths."live/*".source`).
+    pub key: Vec<String>,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Config {
+    /// Checks what types alone cannot: ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        fn bad(key: &[&str], reason: impl Into<String>) -> Result<(), Invalid> {
+            Err(Invalid {
+                key: key.iter().map(|s| s.to_string()).collect(),
+                reason: reason.into(),
+            })
+        }
+        let r = &self.rtsp;
+        if r.listen_addresses.is_empty() {
+            return bad(
+                &["rtsp", "listen_addresses"],
+                "must list at least one address",
+            );
+        }
+        for a in &r.listen_addresses {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return bad(
+                    &["rtsp", "listen_addresses"],
+                    format!("{a:?} is not an IP address"),
+                );
+            }
+        }
+        if r.udp && r.rtp_port == u16::MAX {
+            return bad(
+                &["rtsp", "rtp_port"],
+                "RTCP needs rtp_port + 1, so 65535 is too high",
+            );
+        }
+        if r.udp && !r.rtp_port.is_multiple_of(2) {
+            return bad(
+                &["rtsp", "rtp_port"],
+                "must be even (RFC 3550 §11: RTP even, RTCP odd)",
+            );
+        }
+        if !(5..=86400).contains(&r.session_timeout_secs) {
+            return bad(
+                &["rtsp", "session_timeout_secs"],
+                "must be between 5 and 86400",
+            );
+        }
+        if !(1..=3600).contains(&r.write_timeout_secs) {
+            return bad(
+                &["rtsp", "write_timeout_secs"],
+                "must be between 1 and 3600",
+            );
+        }
+        if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                &["admin", "listen"],
+                "must be an address:port such as 127.0.0.1:8080",
+            );
+        }
+        let l = &self.limits;
+        for (key, v, min, max) in [
+            ("max_head_bytes", l.max_head_bytes, 256, 1 << 20),
+            ("max_headers", l.max_headers, 4, 1024),
+            ("max_uri_bytes", l.max_uri_bytes, 64, 1 << 16),
+            ("max_body_bytes", l.max_body_bytes, 0, 16 << 20),
+            (
+                "max_interleaved_bytes",
+                l.max_interleaved_bytes,
+                1500,
+                65535,
+            ),
+            ("max_connections", l.max_connections, 1, 1 << 20),
+            ("max_readers_per_path", l.max_readers_per_path, 1, 1 << 20),
+        ] {
+            if !(min..=max).contains(&v) {
+                return bad(&["limits", key], format!("must be between {min} and {max}"));
+            }
+        }
+        let rl = &self.relay;
+        if !(16..=1 << 20).contains(&rl.reader_queue_packets) {
+            return bad(
+                &["relay", "reader_queue_packets"],
+                "must be between 16 and 1048576",
+            );
+        }
+        if rl.slow_reader_max_dropped_packets == 0 {
+            return bad(
+                &["relay", "slow_reader_max_dropped_packets"],
+                "must be at least 1",
+            );
+        }
+        if rl.gop_cache_max_bytes > 1 << 30 {
+            return bad(&["relay", "gop_cache_max_bytes"], "must be at most 1 GiB");
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str())
+            && !self.log.level.contains('=')
+        {
+            return bad(
+                &["log", "level"],
+                "must be error, warn, info, debug, trace or a filter such as finch_server=debug",
+            );
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return bad(&["log", "format"], "must be text or json");
+        }
+        let s = &self.supervisor;
+        if s.backoff_max_ms < s.backoff_initial_ms {
+            return bad(
+                &["supervisor", "backoff_max_ms"],
+                "must not be below backoff_initial_ms",
+            );
+        }
+        if s.heartbeat_timeout_secs == 0 {
+            return bad(
+                &["supervisor", "heartbeat_timeout_secs"],
+                "must be at least 1",
+            );
+        }
+        for (pattern, p) in &self.paths.0 {
+            if pattern.is_empty() || pattern.starts_with('/') {
+                return bad(
+                    &["paths", pattern],
+                    "a path pattern has no leading slash and is not empty",
+                );
+            }
+            if p.source != "publisher" && !p.source.starts_with("rtsp://") {
+                return bad(
+                    &["paths", pattern, "source"],
+                    "must be \"publisher\" or an rtsp:// URL",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("live/*", "live/cam1"));
+        assert!(!glob_match("live/*", "live/a/b"));
+        assert!(glob_match("live/**", "live/a/b"));
+        assert!(glob_match("cam1", "cam1"));
+        assert!(!glob_match("cam1", "cam2"));
+    }
+
+    #[test]
+    fn first_matching_path_wins() {
+        let p = Paths(vec![
+            (
+                "live/cam1".into(),
+                PathConfig {
+                    source: "rtsp://cam/1".into(),
+                },
+            ),
+            ("live/*".into(), PathConfig::default()),
+        ]);
+        assert_eq!(p.find("live/cam1").unwrap().source, "rtsp://cam/1");
+        assert_eq!(p.find("live/cam2").unwrap().source, "publisher");
+        assert_eq!(p.find("other"), None);
+        assert_eq!(
+            Paths::default().find("any/thing"),
+            Some(PathConfig::default())
+        );
+    }
+}

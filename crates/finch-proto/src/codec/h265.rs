@@ -1,0 +1,58 @@
+//! H.265 RTP payloads (RFC 7798 §4.4): single NAL units, aggregation packets and fragmentation units.
+
+const VPS: u8 = 32;
+const SPS: u8 = 33;
+const AP: u8 = 48;
+const FU: u8 = 49;
+
+/// IRAP pictures (BLA, IDR, CRA: types 16–21) start a keyframe.
+fn is_key(t: u8) -> bool {
+    (16..=21).contains(&t) || t == VPS || t == SPS
+}
+
+fn nal_type(b0: u8) -> u8 {
+    (b0 >> 1) & 0x3f
+}
+
+/// Whether the payload holds a VPS/SPS or the first fragment of an IRAP slice.
+pub fn starts_keyframe(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    match nal_type(b0) {
+        AP => {
+            let mut rest = payload.get(2..).unwrap_or_default();
+            while let [hi, lo, ..] = *rest {
+                let len = usize::from(u16::from_be_bytes([hi, lo]));
+                let Some(unit) = rest.get(2..2 + len) else {
+                    return false;
+                };
+                if unit.first().is_some_and(|b| is_key(nal_type(*b))) {
+                    return true;
+                }
+                rest = &rest[2 + len..];
+            }
+            false
+        }
+        FU => payload
+            .get(2)
+            .is_some_and(|fu| fu & 0x80 != 0 && is_key(fu & 0x3f)),
+        t => is_key(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keyframe_starts() {
+        assert!(starts_keyframe(&[VPS << 1, 1])); // VPS
+        assert!(starts_keyframe(&[19 << 1, 1])); // IDR_W_RADL
+        assert!(!starts_keyframe(&[1 << 1, 1])); // TRAIL_R
+        assert!(starts_keyframe(&[FU << 1, 1, 0x80 | 19])); // FU start of IDR
+        assert!(!starts_keyframe(&[FU << 1, 1, 19])); // FU middle
+        assert!(starts_keyframe(&[AP << 1, 1, 0, 2, VPS << 1, 1]));
+        assert!(!starts_keyframe(&[AP << 1, 1, 0, 9, VPS << 1]));
+    }
+}

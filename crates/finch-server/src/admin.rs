@@ -1,0 +1,188 @@
+//! The admin HTTP API (CONTRACT.md "Admin HTTP API"): JSON over axum on the admin listener.
+//!
+//! Handlers read the shared [`Server`]; they never block on a stream or a connection. Errors are
+//! `{"error": "message"}` with a 4xx/5xx status, built in one place ([`ApiError`]).
+
+use crate::registry::PathEntry;
+use crate::server::Server;
+use crate::state::ServerState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// An API error: a status and a message, written as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The admin router.
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/server", get(get_server))
+        .route("/api/v1/server/state", post(set_state))
+        .route("/api/v1/paths", get(list_paths))
+        .route("/api/v1/paths/{*name}", get(get_path))
+        .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/{id}", axum::routing::delete(kick_session))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(server)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+async fn healthz(State(s): State<Arc<Server>>) -> Response {
+    if *s.state.borrow() == ServerState::Running {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, s.state.borrow().as_str()).into_response()
+    }
+}
+
+fn server_json(s: &Server) -> Value {
+    let uptime = SystemTime::now()
+        .duration_since(s.started_at)
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "state": s.state.borrow().as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": uptime,
+        "supervisor_pid": null,
+        "worker": {
+            "pid": std::process::id(),
+            "generation": 0,
+            "started_at": rfc3339(s.started_at),
+        },
+        "restarts": [],
+        "restarts_total": 0,
+        "connections": s.connections.load(Ordering::Relaxed),
+    })
+}
+
+async fn get_server(State(s): State<Arc<Server>>) -> ApiResult {
+    Ok(Json(server_json(&s)))
+}
+
+#[derive(serde::Deserialize)]
+struct StateBody {
+    state: String,
+}
+
+async fn set_state(State(s): State<Arc<Server>>, body: Option<Json<StateBody>>) -> ApiResult {
+    let Some(Json(body)) = body else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "expected {\"state\": \"running\" | \"refusing_connections\" | \"idle\"}".into(),
+        ));
+    };
+    let new = match body.state.as_str() {
+        "running" => ServerState::Running,
+        "refusing_connections" => ServerState::RefusingConnections,
+        "idle" => ServerState::Idle,
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("state {other:?} cannot be set; use running, refusing_connections or idle"),
+            ))
+        }
+    };
+    s.state.send_replace(new);
+    if new == ServerState::Idle {
+        // DSS's qtssIdleState: kill all RTP sessions, keep serving new connections.
+        s.kick_all_sessions();
+        s.registry.close_all();
+    }
+    tracing::info!(state = new.as_str(), "server state set through the API");
+    Ok(Json(server_json(&s)))
+}
+
+fn path_json(p: &PathEntry) -> Value {
+    let c = &p.stream.counters;
+    let readers: Vec<Value> = p
+        .stream
+        .readers()
+        .into_iter()
+        .map(|r| json!({ "session": r.session, "peer": r.peer.to_string(), "transport": r.transport }))
+        .collect();
+    json!({
+        "name": p.name,
+        "source": {
+            "kind": p.source.kind,
+            "peer": p.source.peer.to_string(),
+            "transport": p.source.transport,
+        },
+        "ready": p.ready,
+        "tracks": p.stream.tracks.iter().map(|t| json!({
+            "codec": t.codec,
+            "clock_rate": t.clock_rate,
+            "media": t.media_type,
+        })).collect::<Vec<_>>(),
+        "reader_count": readers.len(),
+        "readers": readers,
+        "bytes_in": c.bytes_in.load(Ordering::Relaxed),
+        "bytes_out": c.bytes_out.load(Ordering::Relaxed),
+        "packets_dropped": c.packets_dropped.load(Ordering::Relaxed),
+        "since": rfc3339(p.since),
+    })
+}
+
+async fn list_paths(State(s): State<Arc<Server>>) -> ApiResult {
+    let items: Vec<Value> = s.registry.list().iter().map(path_json).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn get_path(State(s): State<Arc<Server>>, Path(name): Path<String>) -> ApiResult {
+    let name = name.trim_matches('/');
+    s.registry
+        .get(name)
+        .map(|p| Json(path_json(&p)))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no path {name:?}")))
+}
+
+async fn list_sessions(State(s): State<Arc<Server>>) -> ApiResult {
+    let items: Vec<Value> = s
+        .list_sessions()
+        .into_iter()
+        .map(|x| {
+            json!({
+                "id": x.id,
+                "path": x.path,
+                "role": x.role,
+                "peer": x.peer.to_string(),
+                "transport": x.transport,
+                "since": rfc3339(x.since),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn kick_session(
+    State(s): State<Arc<Server>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if s.kick_session(&id) {
+        tracing::info!(session = %id, "session kicked through the API");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {id:?}"),
+        ))
+    }
+}

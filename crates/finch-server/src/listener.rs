@@ -1,0 +1,102 @@
+//! The RTSP accept loop.
+//!
+//! One task per listening socket. Each accepted connection gets its own task and a span
+//! `conn{id, peer}`; an error on one connection never reaches the loop. A connection limit (a
+//! semaphore) and the server state decide whether a new connection is served or answered 503.
+//! Accept errors (such as running out of descriptors) back off instead of spinning.
+
+use crate::conn;
+use crate::server::Server;
+use finch_proto::rtsp::{Response, Status};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Accepts until the server shuts down.
+pub(crate) async fn accept_loop(server: Arc<Server>, listener: TcpListener, tracker: TaskTracker) {
+    let limit = Arc::new(Semaphore::new(server.config().limits.max_connections));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = server.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (sock, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let state = *server.state.borrow();
+        let permit = limit.clone().try_acquire_owned();
+        let id = server.next_conn_id();
+        let span = tracing::info_span!("conn", id, %peer);
+        match (state.accepts_connections(), permit) {
+            (true, Ok(permit)) => {
+                let server = server.clone();
+                tracker.spawn(
+                    async move {
+                        server.connections.fetch_add(1, Ordering::Relaxed);
+                        conn::serve(server.clone(), sock, peer).await;
+                        server.connections.fetch_sub(1, Ordering::Relaxed);
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            (accepting, _) => {
+                let why = if accepting {
+                    "connection limit reached"
+                } else {
+                    state.as_str()
+                };
+                tracing::debug!(parent: &span, why, "refusing connection with 503");
+                tracker.spawn(refuse(sock));
+            }
+        }
+    }
+}
+
+/// Answers 503 to whatever the client sends first, then closes.
+async fn refuse(mut sock: TcpStream) {
+    let mut resp = Response::new(Status::SERVICE_UNAVAILABLE);
+    resp.headers
+        .set("Server", concat!("Finch/", env!("CARGO_PKG_VERSION")));
+    let mut buf = bytes::BytesMut::new();
+    // Read the first request so the 503 can echo its CSeq: clients match responses by it.
+    let mut req = bytes::BytesMut::with_capacity(2048);
+    let mut parser = finch_proto::rtsp::Parser::new(finch_proto::rtsp::Limits::default());
+    let read = tokio::time::timeout(Duration::from_secs(2), async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match sock.read_buf(&mut req).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => match parser.parse(&mut req) {
+                    Ok(Some(finch_proto::rtsp::Item::Request(r))) => {
+                        return r.cseq().map(str::to_owned)
+                    }
+                    Ok(None) if req.len() < 4096 => continue,
+                    _ => return None,
+                },
+            }
+        }
+    })
+    .await;
+    if let Ok(Some(cseq)) = read {
+        resp.headers.set("CSeq", cseq);
+    }
+    resp.write(&mut buf);
+    let _ = tokio::time::timeout(Duration::from_secs(2), sock.write_all(&buf)).await;
+}

@@ -1,0 +1,90 @@
+//! The command line (CONTRACT.md "CLI" and "Exit codes").
+
+use crate::harness::*;
+use std::process::Command;
+
+fn finch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_finch"))
+}
+
+#[test]
+fn check_config_reports_file_line_column_and_exits_255() {
+    let dir = temp_dir("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[rtsp]\nport = 8554\nprot = 1\n").unwrap();
+    let out = finch().arg("--check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{}:3:1: ", bad.display())),
+        "{err}"
+    );
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[rtsp]\nport = 8555\n").unwrap();
+    let out = finch().arg("--check-config").arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    // Environment overrides apply, and a bad one is named.
+    let out = finch()
+        .arg("--check-config")
+        .arg(&good)
+        .env("FINCH_RTSP__PROT", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FINCH_RTSP__PROT"));
+}
+
+#[test]
+fn print_config_round_trips_through_check_config() {
+    let dir = temp_dir("print");
+    let out = finch()
+        .arg("--print-config")
+        .env("FINCH_RTSP__PORT", "9999")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("port = 9999"), "{text}");
+    let file = dir.join("printed.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = finch().arg("--check-config").arg(&file).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn missing_config_file_exits_255() {
+    let out = finch()
+        .args(["-d", "--config", "/nonexistent/finch.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/finch.toml"));
+}
+
+#[test]
+fn port_taken_exits_255() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let admin = free_tcp_port();
+    let out = finch()
+        .args([
+            "-d",
+            "--rtsp-port",
+            &port.to_string(),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("FINCH_RTSP__LISTEN_ADDRESSES", "[\"127.0.0.1\"]")
+        .env("FINCH_RTSP__UDP", "false")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&port.to_string()));
+}

@@ -1,0 +1,507 @@
+//! Shared test plumbing: free ports, a running `finch`, test media, an ffmpeg publisher, and
+//! minimal raw RTSP and HTTP clients.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Ports handed out in this process, so parallel tests never get the same one twice.
+fn taken() -> &'static Mutex<Vec<u16>> {
+    static TAKEN: OnceLock<Mutex<Vec<u16>>> = OnceLock::new();
+    TAKEN.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// A free TCP port.
+pub fn free_tcp_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut t = taken().lock().unwrap();
+        if !t.contains(&port) {
+            t.push(port);
+            return port;
+        }
+    }
+}
+
+/// A free even UDP port whose successor is free too (RTP/RTCP pair).
+pub fn free_udp_pair() -> u16 {
+    loop {
+        let port = UdpSocket::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            & !1;
+        if port < 10000 {
+            continue;
+        }
+        let ok = UdpSocket::bind(("0.0.0.0", port)).is_ok()
+            && UdpSocket::bind(("0.0.0.0", port + 1)).is_ok();
+        let mut t = taken().lock().unwrap();
+        if ok && !t.contains(&port) && !t.contains(&(port + 1)) {
+            t.push(port);
+            t.push(port + 1);
+            return port;
+        }
+    }
+}
+
+/// A directory for one test's files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The test clip: H.264 320x240 at 25 fps with an IDR every 2 s, plus AAC; made once per run
+/// with ffmpeg and cached under target/.
+pub fn clip() -> PathBuf {
+    static CLIP: OnceLock<PathBuf> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-media");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("clip-v1.mp4");
+        if !path.exists() {
+            let tmp = dir.join(format!("clip-{}.mp4", std::process::id()));
+            let status = Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+                .args([
+                    "-t",
+                    "10",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-g",
+                    "50",
+                ])
+                .args([
+                    "-keyint_min",
+                    "50",
+                    "-sc_threshold",
+                    "0",
+                    "-pix_fmt",
+                    "yuv420p",
+                ])
+                .args(["-c:a", "aac", "-b:a", "64k"])
+                .arg(&tmp)
+                .status()
+                .expect("ffmpeg must be installed (scripts/test.sh installs it)");
+            assert!(status.success(), "ffmpeg could not make the test clip");
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        path
+    })
+    .clone()
+}
+
+/// A running `finch`; killed on drop.
+pub struct Finch {
+    child: Child,
+    pub rtsp_port: u16,
+    pub admin_port: u16,
+    #[allow(dead_code)] // kept for tests that speak RTP to the server directly
+    pub rtp_port: u16,
+    pub dir: PathBuf,
+}
+
+impl Finch {
+    /// Starts finch in the foreground with `extra` appended to a config that sets free ports.
+    pub fn start(name: &str, extra: &str) -> Finch {
+        let dir = temp_dir(name);
+        let rtsp_port = free_tcp_port();
+        let admin_port = free_tcp_port();
+        let rtp_port = free_udp_pair();
+        let config = format!(
+            "[rtsp]\nlisten_addresses = [\"127.0.0.1\"]\nport = {rtsp_port}\nrtp_port = {rtp_port}\n{}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}",
+            extract_section(extra, "rtsp"),
+            strip_section(extra, "rtsp"),
+        );
+        let config_path = dir.join("finch.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.join("finch.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_finch"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("-d")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut f = Finch {
+            child,
+            rtsp_port,
+            admin_port,
+            rtp_port,
+            dir,
+        };
+        f.wait_ready();
+        f
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("finch exited early with {status}: {}", self.log());
+            }
+            if let Ok((200, _)) = http(self.admin_port, "GET", "/healthz", "") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("finch did not become ready: {}", self.log());
+    }
+
+    /// `rtsp://127.0.0.1:port/<path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{path}", self.rtsp_port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("finch.log")).unwrap_or_default()
+    }
+
+    /// GET an admin endpoint and parse the JSON body.
+    pub fn api(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = http(self.admin_port, "GET", path, "").unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits until `path` is published, ready, and media (more than a few packets) has arrived.
+    pub fn wait_path_ready(&self, path: &str) {
+        let ok = wait_until(Duration::from_secs(20), || {
+            let (s, v) = self.api(&format!("/api/v1/paths/{path}"));
+            s == 200
+                && v["ready"] == serde_json::Value::Bool(true)
+                && v["bytes_in"].as_u64() > Some(10_000)
+        });
+        assert!(ok, "path {path} never became ready: {}", self.log());
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Finch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn extract_section(extra: &str, section: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in extra.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            inside = t == format!("[{section}]");
+            continue;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn strip_section(extra: &str, section: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in extra.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            inside = t == format!("[{section}]");
+        }
+        if !inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Polls `f` every 100 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// An ffmpeg process publishing the test clip in a loop, in real time; killed on drop.
+pub struct Publisher(Child);
+
+impl Publisher {
+    pub fn start(url: &str, transport: &str) -> Publisher {
+        let child = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+            ])
+            .arg(clip())
+            .args([
+                "-c",
+                "copy",
+                "-f",
+                "rtsp",
+                "-rtsp_transport",
+                transport,
+                url,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg must be installed");
+        Publisher(child)
+    }
+
+    /// Stops publishing abruptly (the TCP connection closes without TEARDOWN).
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.0 request; returns status and body.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A raw RTSP connection for requests the real clients would never send.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A response as read by [`Raw`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends a request with CSeq and the given extra header lines and body.
+    pub fn request(
+        &mut self,
+        method: &str,
+        url: &str,
+        cseq: u32,
+        headers: &[&str],
+        body: &str,
+    ) -> RawResponse {
+        let mut req = format!("{method} {url} RTSP/1.0\r\nCSeq: {cseq}\r\n");
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        if !body.is_empty() {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        self.send(req.as_bytes());
+        self.response().expect("no response")
+    }
+
+    /// Reads the next response, skipping interleaved frames; `None` if the server closed.
+    pub fn response(&mut self) -> Option<RawResponse> {
+        loop {
+            while self.buf.first() == Some(&b'$') {
+                if self.buf.len() < 4 {
+                    break;
+                }
+                let len = usize::from(u16::from_be_bytes([self.buf[2], self.buf[3]]));
+                if self.buf.len() < 4 + len {
+                    break;
+                }
+                self.buf.drain(..4 + len);
+            }
+            if self.buf.first() != Some(&b'$') {
+                if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                    let mut lines = head.split("\r\n");
+                    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+                    let headers: Vec<(String, String)> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+                        .collect();
+                    let len: usize = headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    if self.buf.len() >= end + 4 + len {
+                        let body =
+                            String::from_utf8_lossy(&self.buf[end + 4..end + 4 + len]).to_string();
+                        self.buf.drain(..end + 4 + len);
+                        return Some(RawResponse {
+                            status,
+                            headers,
+                            body,
+                        });
+                    }
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Whether the server has closed the connection (reads until EOF, discarding data).
+    pub fn closed_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut chunk = [0u8; 65536];
+        while Instant::now() < deadline {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+/// Runs ffprobe on a URL and returns "codec:WxH" per stream.
+pub fn ffprobe(url: &str, transport: &str) -> Vec<String> {
+    let out = Command::new("timeout")
+        .args(["30", "ffprobe", "-v", "error", "-rtsp_transport", transport])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').replace(',', ":"))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Reads `secs` seconds of video with ffmpeg and returns the number of decoded frames.
+pub fn ffmpeg_count_frames(url: &str, transport: &str, secs: u32) -> u64 {
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "ffmpeg",
+            "-hide_banner",
+            "-nostats",
+            "-rtsp_transport",
+            transport,
+            "-i",
+        ])
+        .arg(url)
+        .args([
+            "-t",
+            &secs.to_string(),
+            "-map",
+            "0:v",
+            "-f",
+            "null",
+            "-progress",
+            "pipe:1",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|n| n.trim().parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `finch` binary on free loopback ports, driven by real clients
+//! (ffmpeg/ffprobe, GStreamer, the `retina` crate) and by raw sockets for malformed input.
+//!
+//! One test binary with modules keeps link time low on small machines. Every child process is
+//! killed when its guard drops, and every wait has a deadline.
+
+mod cli;
+mod harness;
+mod malformed;
+mod relay;
