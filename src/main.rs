@@ -1,39 +1,53 @@
-//! `finch`: the command line. Parses flags, loads the config, binds the sockets and runs the
-//! server until a signal stops it. The only place `anyhow` and process exit codes live.
+//! `finch`: the command line. Three ways to run:
+//!
+//! - `finch` — the supervisor: binds the sockets, starts the worker and restarts it as needed;
+//! - `finch -d` / `--foreground` — the worker alone (for systemd and Kubernetes), binding its own
+//!   sockets or taking them from systemd socket activation;
+//! - `finch worker` (hidden) — the worker under a supervisor, which hands it the sockets and the
+//!   config over inherited descriptors.
+//!
+//! The only place `anyhow` and process exit codes live (`exit`).
 
 mod exit;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use finch_config::Config;
+use finch_control::{ToWorker, CONTROL_FD_ENV};
+use finch_server::server::{Link, Supervision};
+use std::ffi::OsString;
+use std::io::BufRead;
+use std::os::fd::FromRawFd;
 use std::path::PathBuf;
-use tokio_util::sync::CancellationToken;
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0    clean stop (SIGTERM, SIGINT)
   255  cannot run, do not restart: bad config, missing config file, port taken, no permission
-  254  restart me: the worker reached FatalError
-  3    the supervisor gave up: crash-loop limit reached";
+  254  restart me: the worker reached FatalError (seen by the supervisor, or by systemd with -d)
+  3    the supervisor gave up: crash-loop limit reached
+
+Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config, SIGUSR2 restarts the worker
+gracefully, SIGUSR1 reopens log files.";
 
 /// Finch, a live RTSP streaming media server.
 #[derive(Debug, Parser)]
 #[command(name = "finch", version, after_help = EXIT_CODES)]
 struct Cli {
     /// The TOML config file; without it, built-in defaults.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// Run in the foreground with no supervisor (for systemd, Kubernetes).
+    /// Run the worker in the foreground with no supervisor (for systemd, Kubernetes).
     #[arg(short = 'd', long)]
     foreground: bool,
     /// Print a status line every SECS seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", global = true)]
     stats: Option<u64>,
     /// The RTSP port (overrides the config).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", global = true)]
     rtsp_port: Option<u16>,
     /// The admin HTTP address (overrides the config).
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", global = true)]
     admin: Option<String>,
     /// Print the effective config as commented TOML and exit.
     #[arg(long)]
@@ -41,6 +55,15 @@ struct Cli {
     /// Validate a config file and exit: 0 if valid, else 255 with FILE:LINE:COLUMN: reason.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The worker, as started by the supervisor (internal).
+    #[command(hide = true)]
+    Worker,
 }
 
 fn main() {
@@ -57,6 +80,9 @@ fn main() {
             }
         }
     }
+    if matches!(cli.command, Some(Command::Worker)) {
+        std::process::exit(supervised_worker(cli));
+    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -70,17 +96,15 @@ fn main() {
     }
     init_logging(&config);
     raise_open_files_limit();
-    let code = match serve(config) {
-        Ok(()) => exit::CLEAN,
-        Err(e) => {
-            tracing::error!("cannot run: {e:#}");
-            eprintln!("finch: cannot run: {e:#}");
-            exit::CANNOT_RUN
-        }
+    let code = if cli.foreground {
+        foreground_worker(cli, config)
+    } else {
+        supervisor(&cli, config)
     };
     std::process::exit(code);
 }
 
+/// File, then environment, then flags; validated.
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = finch_config::load(cli.config.as_deref(), std::env::vars())?;
     if let Some(p) = cli.rtsp_port {
@@ -96,6 +120,203 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {}", e.key.join("."), e.reason))?;
     Ok(config)
+}
+
+fn reloader(cli: Cli) -> finch_server::server::Reloader {
+    Box::new(move || load_config(&cli).map_err(|e| format!("{e:#}")))
+}
+
+fn supervisor(cli: &Cli, config: Config) -> i32 {
+    let listeners = match finch_server::bind(&config) {
+        Ok(l) => l,
+        Err(e) => {
+            // Nothing was started: exit 255, "cannot run", as the worker would.
+            let e = anyhow::Error::from(e);
+            tracing::error!("cannot run: {e:#}");
+            eprintln!("finch: cannot run: {e:#}");
+            return exit::CANNOT_RUN;
+        }
+    };
+    // The path on disk, resolved now: after an upgrade it names the new binary.
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("finch: cannot find its own binary: {e}");
+            return exit::CANNOT_RUN;
+        }
+    };
+    let mut worker_args: Vec<OsString> = vec!["worker".into()];
+    if let Some(c) = &cli.config {
+        worker_args.push("--config".into());
+        worker_args.push(c.into());
+    }
+    if let Some(p) = cli.rtsp_port {
+        worker_args.push(format!("--rtsp-port={p}").into());
+    }
+    if let Some(a) = &cli.admin {
+        worker_args.push(format!("--admin={a}").into());
+    }
+    if let Some(s) = cli.stats {
+        worker_args.push(format!("--stats={s}").into());
+    }
+    finch_supervisor::run(finch_supervisor::Options {
+        exe,
+        worker_args,
+        config,
+        sockets: finch_server::inherit::into_fds(listeners),
+        binder: Box::new(|c| {
+            finch_server::bind(c)
+                .map(finch_server::inherit::into_fds)
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+        }),
+    })
+}
+
+fn foreground_worker(cli: Cli, config: Config) -> i32 {
+    let listeners = match finch_server::inherit::take_from_env(true) {
+        Some(fds) => finch_server::inherit::from_fds(fds),
+        None => match finch_server::bind(&config) {
+            Ok(l) => l,
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                tracing::error!("cannot run: {e:#}");
+                eprintln!("finch: cannot run: {e:#}");
+                return exit::CANNOT_RUN;
+            }
+        },
+    };
+    let link = Link {
+        reloader: Some(reloader(cli)),
+        ..Link::default()
+    };
+    run_worker(listeners, config, link, None)
+}
+
+/// `finch worker`: take the control channel and the sockets, read Init, serve.
+fn supervised_worker(cli: Cli) -> i32 {
+    let Some(fd) = std::env::var(CONTROL_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        eprintln!("finch worker: started without a supervisor ({CONTROL_FD_ENV} unset); use finch or finch -d");
+        return exit::CANNOT_RUN;
+    };
+    // SAFETY: the supervisor passed this descriptor to this process for it to own; it is taken
+    // once, here.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    let mut line = String::new();
+    let read = stream
+        .try_clone()
+        .map(std::io::BufReader::new)
+        .and_then(|mut r| r.read_line(&mut line));
+    let init = match read
+        .ok()
+        .and_then(|_| finch_control::decode::<ToWorker>(&line))
+    {
+        Some(i) => i,
+        None => {
+            eprintln!("finch worker: no Init message from the supervisor");
+            return exit::CANNOT_RUN;
+        }
+    };
+    let ToWorker::Init {
+        generation,
+        supervisor_pid,
+        config,
+        restarts,
+        restarts_total,
+        restarts_by_reason,
+        errors,
+    } = init;
+    // The supervisor's config already has the environment and flags applied.
+    let config = match finch_config::load_str(&config, "<from the supervisor>", Vec::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("finch worker: bad config from the supervisor: {e}");
+            return exit::CANNOT_RUN;
+        }
+    };
+    init_logging(&config);
+    raise_open_files_limit();
+    let Some(fds) = finch_server::inherit::take_from_env(false) else {
+        eprintln!("finch worker: no sockets from the supervisor");
+        return exit::CANNOT_RUN;
+    };
+    let listeners = finch_server::inherit::from_fds(fds);
+    let (tx, rx) = tokio::sync::mpsc::channel(finch_server::control::CONTROL_QUEUE);
+    let link = Link {
+        errors,
+        supervision: Some(Supervision {
+            generation,
+            supervisor_pid,
+            restarts,
+            restarts_total,
+            restarts_by_reason,
+        }),
+        to_supervisor: Some(tx),
+        reloader: Some(reloader(cli)),
+    };
+    run_worker(listeners, config, link, Some((stream, rx)))
+}
+
+type ControlChannel = (
+    std::os::unix::net::UnixStream,
+    tokio::sync::mpsc::Receiver<finch_control::ToSupervisor>,
+);
+
+fn run_worker(
+    listeners: finch_server::Listeners,
+    config: Config,
+    link: Link,
+    control: Option<ControlChannel>,
+) -> i32 {
+    // Rust's runtime handles SIGSEGV and SIGBUS to report stack overflows, and a SIGSEGV sent
+    // with kill(2) then does nothing. A worker must die by the signal, so its supervisor (or
+    // systemd) sees a crash and restarts it, as DSS's parent expected.
+    // SAFETY: restoring the default disposition touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+    }
+    // A panic in a task (a connection) is contained by tokio; say so in the log at error.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panic");
+        default_hook(info);
+    }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("finch: cannot start the async runtime: {e}");
+            return exit::CANNOT_RUN;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let stop = finch_server::Stop::default();
+        if let Some((stream, rx)) = control {
+            let now = stop.now.clone();
+            tokio::spawn(async move {
+                if let Err(e) = finch_server::control::run(stream, rx, now).await {
+                    tracing::error!(error = %e, "control channel failed");
+                }
+            });
+        }
+        finch_server::run(listeners, config, stop, link)
+            .await
+            .context("running the server")
+    });
+    match result {
+        Ok(finch_server::Exit::Clean) => exit::CLEAN,
+        Ok(finch_server::Exit::Fatal) => exit::RESTART_ME,
+        Err(e) => {
+            tracing::error!("cannot run: {e:#}");
+            eprintln!("finch: cannot run: {e:#}");
+            exit::CANNOT_RUN
+        }
+    }
 }
 
 fn init_logging(config: &Config) {
@@ -127,35 +348,4 @@ fn raise_open_files_limit() {
             }
         }
     }
-}
-
-fn serve(config: Config) -> anyhow::Result<()> {
-    let listeners = finch_server::bind(&config).context("binding sockets")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        finch_server::run(listeners, config, shutdown)
-            .await
-            .context("running the server")
-    })
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-    }
-    shutdown.cancel();
 }

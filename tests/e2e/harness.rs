@@ -119,6 +119,15 @@ pub struct Finch {
 impl Finch {
     /// Starts finch in the foreground with `extra` appended to a config that sets free ports.
     pub fn start(name: &str, extra: &str) -> Finch {
+        Finch::launch(name, extra, &["-d"])
+    }
+
+    /// Starts finch under its supervisor.
+    pub fn start_supervised(name: &str, extra: &str) -> Finch {
+        Finch::launch(name, extra, &[])
+    }
+
+    fn launch(name: &str, extra: &str, args: &[&str]) -> Finch {
         let dir = temp_dir(name);
         let rtsp_port = free_tcp_port();
         let admin_port = free_tcp_port();
@@ -134,7 +143,7 @@ impl Finch {
         let child = Command::new(env!("CARGO_BIN_EXE_finch"))
             .arg("--config")
             .arg(&config_path)
-            .arg("-d")
+            .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -175,9 +184,12 @@ impl Finch {
         std::fs::read_to_string(self.dir.join("finch.log")).unwrap_or_default()
     }
 
-    /// GET an admin endpoint and parse the JSON body.
+    /// GET an admin endpoint and parse the JSON body; (0, null) if the request failed (a
+    /// worker dying mid-request).
     pub fn api(&self, path: &str) -> (u16, serde_json::Value) {
-        let (status, body) = http(self.admin_port, "GET", path, "").unwrap();
+        let Ok((status, body)) = http(self.admin_port, "GET", path, "") else {
+            return (0, serde_json::Value::Null);
+        };
         (
             status,
             serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
@@ -193,6 +205,36 @@ impl Finch {
                 && v["bytes_in"].as_u64() > Some(10_000)
         });
         assert!(ok, "path {path} never became ready: {}", self.log());
+    }
+
+    /// The config file finch was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("finch.toml")
+    }
+
+    /// The pid of the process the test started (the supervisor, unless `-d`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the process the test started.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Whether the process is still running.

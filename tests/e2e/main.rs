@@ -8,3 +8,4 @@ mod cli;
 mod harness;
 mod malformed;
 mod relay;
+mod supervisor;

@@ -34,6 +34,11 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/server", get(get_server))
         .route("/api/v1/server/state", post(set_state))
+        .route("/api/v1/server/restart", post(restart))
+        .route("/api/v1/config", get(get_config))
+        .route("/api/v1/config/reload", post(reload_config))
+        .route("/api/v1/errors", get(errors))
+        .route("/api/v1/debug/fault", post(fault))
         .route("/api/v1/paths", get(list_paths))
         .route("/api/v1/paths/{*name}", get(get_path))
         .route("/api/v1/sessions", get(list_sessions))
@@ -58,18 +63,19 @@ fn server_json(s: &Server) -> Value {
     let uptime = SystemTime::now()
         .duration_since(s.started_at)
         .map_or(0, |d| d.as_secs());
+    let sup = s.supervision.clone().unwrap_or_default();
     json!({
         "state": s.state.borrow().as_str(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": uptime,
-        "supervisor_pid": null,
+        "supervisor_pid": s.supervision.as_ref().map(|x| x.supervisor_pid),
         "worker": {
             "pid": std::process::id(),
-            "generation": 0,
+            "generation": sup.generation,
             "started_at": rfc3339(s.started_at),
         },
-        "restarts": [],
-        "restarts_total": 0,
+        "restarts": sup.restarts,
+        "restarts_total": sup.restarts_total,
         "connections": s.connections.load(Ordering::Relaxed),
     })
 }
@@ -185,4 +191,94 @@ async fn kick_session(
             format!("no session {id:?}"),
         ))
     }
+}
+
+async fn restart(State(s): State<Arc<Server>>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if s.supervision.is_none() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "a graceful restart needs the supervisor; this worker runs in --foreground".into(),
+        ));
+    }
+    if !s.report(finch_control::ToSupervisor::Restart) {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the supervisor is not reachable".into(),
+        ));
+    }
+    tracing::info!("graceful restart requested through the API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "restarting" })),
+    ))
+}
+
+async fn get_config(State(s): State<Arc<Server>>) -> ApiResult {
+    // No key holds a secret yet; credentials, when they come, are redacted here.
+    serde_json::to_value(&*s.config())
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+async fn reload_config(State(s): State<Arc<Server>>) -> ApiResult {
+    match crate::reload::reload(&s) {
+        Ok(r) => Ok(Json(
+            json!({ "changed": r.changed, "needs_restart": r.needs_restart }),
+        )),
+        Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+async fn errors(State(s): State<Arc<Server>>) -> ApiResult {
+    Ok(Json(json!({ "items": s.errors.entries() })))
+}
+
+#[derive(serde::Deserialize)]
+struct FaultBody {
+    kind: String,
+}
+
+async fn fault(
+    State(s): State<Arc<Server>>,
+    body: Option<Json<FaultBody>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !s.config().debug.fault_injection {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "fault injection is off (debug.fault_injection)".into(),
+        ));
+    }
+    let Some(Json(body)) = body else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "expected {\"kind\": ...}".into(),
+        ));
+    };
+    tracing::warn!(kind = %body.kind, "injecting a fault");
+    match body.kind.as_str() {
+        "fatal" => s.errors.fatal("injected fault: fatal error"),
+        "error" => s.errors.error("injected fault: an ordinary error"),
+        "panic_task" => {
+            // A task like a connection's: tokio contains the panic, the hook logs it.
+            tokio::spawn(async { panic!("injected fault: panic in a connection task") });
+        }
+        "panic_core" => s.faults.panic_core.store(true, Ordering::Relaxed),
+        "hang" => s.faults.hang.store(true, Ordering::Relaxed),
+        "abort" => {
+            tokio::spawn(async {
+                // Let the 202 reach the client first.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                std::process::abort();
+            });
+        }
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown fault {other:?}: fatal, error, panic_task, panic_core, abort, hang"
+                ),
+            ))
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "injected": body.kind }))))
 }

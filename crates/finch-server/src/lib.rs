@@ -5,6 +5,8 @@
 //! - `registry`: paths and their publishers; `stream`: the fan-out and GOP cache.
 //! - `udp`: the shared RTP/RTCP sockets; `activity`: session liveness.
 //! - `server`: what connections share; `state`: the server state; `admin`: the HTTP API.
+//! - `errorlog`: DSS's error log (fatal → FatalError); `control`: the supervisor channel;
+//!   `reload`: applying a new config.
 //!
 //! [`run`] takes sockets that are already bound ([`Listeners`]), so the binary, a supervisor
 //! passing inherited descriptors, or a test choose where they come from.
@@ -12,9 +14,13 @@
 pub mod activity;
 pub mod admin;
 mod conn;
+pub mod control;
+pub mod errorlog;
+pub mod inherit;
 mod listener;
 mod methods;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod state;
 pub mod stream;
@@ -113,15 +119,36 @@ fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListene
     std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-/// How long stopping sessions may take before the worker exits anyway (DSS waits 5 s).
-const DRAIN: Duration = Duration::from_secs(5);
+/// How a worker run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped on request (exit 0).
+    Clean,
+    /// Reached FatalError (exit 254: restart me).
+    Fatal,
+}
 
-/// Serves until `shutdown` fires; then closes every session and returns.
+/// What can stop the run loop from outside: a stop (close sessions now, then exit) or a drain
+/// (stop accepting, let sessions run until they end or `drain_timeout_secs`, then exit).
+#[derive(Clone, Default)]
+pub struct Stop {
+    /// Close every session and exit.
+    pub now: CancellationToken,
+    /// Stop accepting and drain.
+    pub drain: CancellationToken,
+}
+
+/// The heartbeat period; the supervisor's timeout is several of these.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Serves until stopped or FatalError; then closes every session (waiting at most the drain
+/// timeout, as DSS waits 5 s) and returns how it ended.
 pub async fn run(
     listeners: Listeners,
     config: Config,
-    shutdown: CancellationToken,
-) -> Result<(), ServerError> {
+    stop: Stop,
+    link: server::Link,
+) -> Result<Exit, ServerError> {
     let tracker = TaskTracker::new();
     let udp = match listeners.udp {
         Some((rtp, rtcp)) => {
@@ -141,9 +168,12 @@ pub async fn run(
         }
         None => None,
     };
-    let server = Arc::new(Server::new(config, udp.clone(), shutdown.clone()));
+    // Connections hang off `sessions`; listeners off `accepting`, which stops first on a drain.
+    let sessions = CancellationToken::new();
+    let accepting = sessions.child_token();
+    let server = Arc::new(Server::new(config, udp.clone(), sessions.clone(), link));
     if let Some(udp) = udp {
-        tracker.spawn(udp.run(shutdown.clone()));
+        tracker.spawn(udp.run(sessions.clone()));
     }
     for l in listeners.rtsp {
         let local = l.local_addr().ok();
@@ -157,7 +187,12 @@ pub async fn run(
             source,
         })?;
         tracing::info!(addr = ?local, "RTSP listening");
-        tracker.spawn(listener::accept_loop(server.clone(), l, tracker.clone()));
+        tracker.spawn(listener::accept_loop(
+            server.clone(),
+            l,
+            tracker.clone(),
+            accepting.clone(),
+        ));
     }
     if let Some(l) = listeners.admin {
         let local = l.local_addr().ok();
@@ -172,10 +207,10 @@ pub async fn run(
         })?;
         tracing::info!(addr = ?local, "admin HTTP listening");
         let app = admin::router(server.clone());
-        let stop = shutdown.clone();
+        let stop_admin = accepting.clone();
         tracker.spawn(async move {
             let served = axum::serve(l, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .with_graceful_shutdown(async move { stop_admin.cancelled().await })
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "admin HTTP server failed");
@@ -187,13 +222,116 @@ pub async fn run(
             "no authentication and no [paths] configured: any client may publish and read any path"
         );
     }
+    tracker.spawn(signals(server.clone(), stop.clone()));
     server.state.send_replace(ServerState::Running);
-    shutdown.cancelled().await;
-    server.state.send_replace(ServerState::ShuttingDown);
-    server.registry.close_all();
-    tracker.close();
-    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
-        tracing::warn!("sessions still open after the drain timeout; exiting anyway");
+    server.report(finch_control::ToSupervisor::Ready);
+    if server.supervision.is_none() {
+        // --foreground under systemd: tell it we serve (a no-op without NOTIFY_SOCKET).
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     }
-    Ok(())
+    let mut state = server.state.subscribe();
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    let exit = loop {
+        tokio::select! {
+            _ = stop.now.cancelled() => break Exit::Clean,
+            _ = stop.drain.cancelled() => break Exit::Clean,
+            _ = state.changed() => {}
+            _ = tick.tick() => heartbeat(&server).await,
+        }
+        match *state.borrow_and_update() {
+            ServerState::FatalError => break Exit::Fatal,
+            ServerState::ShuttingDown => break Exit::Clean,
+            _ => {}
+        }
+    };
+    let drain = Duration::from_secs(server.config().supervisor.drain_timeout_secs);
+    accepting.cancel();
+    if exit == Exit::Clean && stop.drain.is_cancelled() && !stop.now.is_cancelled() {
+        // A graceful restart: the next worker is accepting already; let our sessions finish on
+        // their own until the drain timeout.
+        tracing::info!(drain_secs = drain.as_secs(), "draining sessions");
+        let deadline = tokio::time::Instant::now() + drain;
+        while server
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && tokio::time::Instant::now() < deadline
+            && !stop.now.is_cancelled()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if exit == Exit::Clean {
+        server.state.send_replace(ServerState::ShuttingDown);
+    }
+    if server.supervision.is_none() {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    }
+    // DSS's KillAllRTPSessions, then wait for them at most the drain timeout.
+    server.registry.close_all();
+    sessions.cancel();
+    tracker.close();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!("tasks still running after the drain timeout; exiting anyway");
+    }
+    Ok(exit)
+}
+
+/// One heartbeat: proves the runtime's worker threads still run tasks (a spawned probe must
+/// complete), then tells the supervisor. Injected hang and core-path panic faults fire here,
+/// on the loop that sends the heartbeat, as a real deadlock or bug there would.
+async fn heartbeat(server: &Arc<Server>) {
+    use std::sync::atomic::Ordering;
+    if server.faults.hang.load(Ordering::Relaxed) {
+        tracing::error!("injected fault: the run loop hangs");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    if server.faults.panic_core.load(Ordering::Relaxed) {
+        panic!("injected fault: panic on the worker's core path");
+    }
+    if tokio::time::timeout(HEARTBEAT * 2, tokio::spawn(async {}))
+        .await
+        .is_ok()
+    {
+        server.report(finch_control::ToSupervisor::Heartbeat);
+        if server.supervision.is_none() && std::env::var_os("WATCHDOG_USEC").is_some() {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+}
+
+/// The worker's own signals. Under a supervisor they arrive forwarded: SIGTERM/SIGINT stop,
+/// SIGUSR2 drains (a graceful restart), SIGHUP reloads.
+async fn signals(server: Arc<Server>, stop: Stop) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        server.errors.fatal("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = server.shutdown.cancelled() => return,
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); stop.now.cancel(); }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); stop.now.cancel(); }
+            _ = usr2.recv() => {
+                if server.supervision.is_some() {
+                    tracing::info!("SIGUSR2: draining for a graceful restart");
+                    stop.drain.cancel();
+                } else {
+                    tracing::warn!("SIGUSR2: a graceful restart needs the supervisor (not in --foreground)");
+                }
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = reload::reload(&server);
+            }
+        }
+    }
 }

@@ -18,12 +18,17 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// Accepts until the server shuts down.
-pub(crate) async fn accept_loop(server: Arc<Server>, listener: TcpListener, tracker: TaskTracker) {
+pub(crate) async fn accept_loop(
+    server: Arc<Server>,
+    listener: TcpListener,
+    tracker: TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let limit = Arc::new(Semaphore::new(server.config().limits.max_connections));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            _ = server.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
         let (sock, peer) = match accepted {

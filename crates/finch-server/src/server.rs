@@ -1,17 +1,19 @@
 //! What every connection shares: the config in force, the path registry, the UDP transport, the
 //! session table and the server state.
 
+use crate::errorlog::ErrorLog;
 use crate::registry::Registry;
 use crate::state::ServerState;
 use crate::stream::RelayParams;
 use crate::udp::Udp;
 use finch_config::Config;
+use finch_control::{Restart, ToSupervisor};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// An RTSP session as the admin API sees it.
@@ -33,8 +35,45 @@ pub struct SessionInfo {
     pub kick: CancellationToken,
 }
 
+/// What the supervisor told this worker when it started (none in `--foreground`).
+#[derive(Debug, Clone, Default)]
+pub struct Supervision {
+    /// The worker's generation (1 for the first).
+    pub generation: u64,
+    /// The supervisor's pid.
+    pub supervisor_pid: u32,
+    /// Restart history, oldest first.
+    pub restarts: Vec<Restart>,
+    /// Restarts since the supervisor started.
+    pub restarts_total: u64,
+    /// Restarts by reason.
+    pub restarts_by_reason: Vec<(String, u64)>,
+}
+
+/// Re-reads the config from where it came from (file, environment, flags) and validates it.
+pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Faults an operator may inject (`debug.fault_injection`), observed by the run loop.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Block the run loop forever (no more heartbeats).
+    pub hang: AtomicBool,
+    /// Panic on the run loop.
+    pub panic_core: AtomicBool,
+}
+
 /// The worker's shared state.
 pub struct Server {
+    /// The error log (DSS's ErrorLog role).
+    pub errors: ErrorLog,
+    /// Supervisor facts, if supervised.
+    pub supervision: Option<Supervision>,
+    /// Reports to the supervisor, if supervised.
+    pub to_supervisor: Option<mpsc::Sender<ToSupervisor>>,
+    /// How to reload the config.
+    pub reloader: Option<Reloader>,
+    /// Injected faults.
+    pub faults: Faults,
     config: RwLock<Arc<Config>>,
     /// Paths and their streams.
     pub registry: Registry,
@@ -54,13 +93,24 @@ pub struct Server {
 
 impl Server {
     /// A server with this config.
-    pub fn new(config: Config, udp: Option<Arc<Udp>>, shutdown: CancellationToken) -> Server {
+    pub fn new(
+        config: Config,
+        udp: Option<Arc<Udp>>,
+        shutdown: CancellationToken,
+        link: Link,
+    ) -> Server {
+        let state = watch::Sender::new(ServerState::Starting);
         Server {
+            errors: ErrorLog::new(link.errors, link.to_supervisor.clone(), state.clone()),
+            supervision: link.supervision,
+            to_supervisor: link.to_supervisor,
+            reloader: link.reloader,
+            faults: Faults::default(),
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
             udp,
             sessions: Mutex::new(HashMap::new()),
-            state: watch::Sender::new(ServerState::Starting),
+            state,
             shutdown,
             started_at: SystemTime::now(),
             next_conn: AtomicU64::new(1),
@@ -74,6 +124,23 @@ impl Server {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Replaces the config in force (new connections and sessions see it).
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// Sends a report to the supervisor, if there is one; never waits, never loses it (see
+    /// [`crate::errorlog::send_reliably`]). False when there is no supervisor.
+    pub fn report(&self, msg: ToSupervisor) -> bool {
+        match &self.to_supervisor {
+            Some(s) if !s.is_closed() => {
+                crate::errorlog::send_reliably(s, msg);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Fan-out settings from the config in force.
@@ -138,6 +205,19 @@ impl Server {
             s.kick.cancel();
         }
     }
+}
+
+/// How this worker is tied to a supervisor and to its config's sources.
+#[derive(Default)]
+pub struct Link {
+    /// The error ring a previous worker left.
+    pub errors: Vec<finch_control::ErrorEntry>,
+    /// Supervisor facts.
+    pub supervision: Option<Supervision>,
+    /// Reports to the supervisor.
+    pub to_supervisor: Option<mpsc::Sender<ToSupervisor>>,
+    /// How to reload the config.
+    pub reloader: Option<Reloader>,
 }
 
 /// A new random session id: 16 hex digits, unguessable so one client cannot act on another's

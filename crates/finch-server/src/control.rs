@@ -1,0 +1,42 @@
+//! The worker's end of the control channel to its supervisor (protocol in `finch-control`).
+//!
+//! One task writes what the worker reports (heartbeats, error-log entries, fatal, restart
+//! requests, reloaded configs) as lines; it also notices the supervisor going away (end of
+//! stream), in which case the worker stops: a worker must not outlive its supervisor.
+
+use finch_control::{encode, ToSupervisor};
+use std::os::unix::net::UnixStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Queue bound for reports: heartbeats and log entries are small and the supervisor reads them
+/// at once; when it cannot keep up, reports are dropped rather than blocking the worker.
+pub const CONTROL_QUEUE: usize = 1024;
+
+/// Runs the channel until the supervisor closes it or the worker stops.
+pub async fn run(
+    stream: UnixStream,
+    mut rx: mpsc::Receiver<ToSupervisor>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(true)?;
+    let stream = tokio::net::UnixStream::from_std(stream)?;
+    let (mut read, mut write) = stream.into_split();
+    let mut scratch = [0u8; 256];
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => write.write_all(encode(&m).as_bytes()).await?,
+                None => return Ok(()),
+            },
+            r = read.read(&mut scratch) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    tracing::error!("the supervisor has gone away; stopping");
+                    stop.cancel();
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

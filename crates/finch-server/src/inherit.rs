@@ -1,0 +1,92 @@
+//! Sockets passed between processes as descriptors, named as systemd names them.
+//!
+//! The supervisor binds the sockets once and hands them to each worker (descriptors 3, 4 … with
+//! `LISTEN_FDS` and `LISTEN_FDNAMES`); systemd socket activation uses the same convention for
+//! `finch --foreground`. Names: `rtsp` (any number), `admin`, `rtp`, `rtcp`.
+
+use crate::Listeners;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// The first inherited descriptor (systemd's `SD_LISTEN_FDS_START`).
+const FIRST_FD: RawFd = 3;
+
+/// Turns bound sockets into named descriptors, in the order the worker expects.
+pub fn into_fds(l: Listeners) -> Vec<(String, OwnedFd)> {
+    let mut out: Vec<(String, OwnedFd)> = Vec::new();
+    for s in l.rtsp {
+        out.push(("rtsp".into(), s.into()));
+    }
+    if let Some(a) = l.admin {
+        out.push(("admin".into(), a.into()));
+    }
+    if let Some((rtp, rtcp)) = l.udp {
+        out.push(("rtp".into(), rtp.into()));
+        out.push(("rtcp".into(), rtcp.into()));
+    }
+    out
+}
+
+/// Turns named descriptors back into sockets.
+pub fn from_fds(fds: Vec<(String, OwnedFd)>) -> Listeners {
+    let mut l = Listeners {
+        rtsp: Vec::new(),
+        admin: None,
+        udp: None,
+    };
+    let mut rtp = None;
+    let mut rtcp = None;
+    for (name, fd) in fds {
+        match name.as_str() {
+            "rtsp" => l.rtsp.push(fd.into()),
+            "admin" => l.admin = Some(fd.into()),
+            "rtp" => rtp = Some(std::net::UdpSocket::from(fd)),
+            "rtcp" => rtcp = Some(std::net::UdpSocket::from(fd)),
+            other => tracing::warn!(
+                name = other,
+                "ignoring an inherited descriptor of unknown name"
+            ),
+        }
+    }
+    if let (Some(a), Some(b)) = (rtp, rtcp) {
+        l.udp = Some((a, b));
+    }
+    l
+}
+
+/// Takes the descriptors named in `LISTEN_FDS`/`LISTEN_FDNAMES`, if this process was given any.
+/// With `check_pid`, `LISTEN_PID` must name this process (systemd); a supervised worker is
+/// started with the variables meant for it and needs no pid check.
+pub fn take_from_env(check_pid: bool) -> Option<Vec<(String, OwnedFd)>> {
+    let count: RawFd = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if check_pid {
+        let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+        if pid != std::process::id() {
+            return None;
+        }
+    }
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .unwrap_or_default()
+        .split(':')
+        .map(str::to_owned)
+        .collect();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let fd = FIRST_FD + i;
+        // SAFETY: LISTEN_FDS says descriptors 3..3+count were passed to this process for it
+        // to own; each is taken exactly once, here.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = names
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| "rtsp".to_owned());
+        out.push((name, owned));
+    }
+    // SAFETY: only this thread runs at this point of start-up, so nothing reads the environment
+    // concurrently; the variables must not leak to processes this one starts.
+    unsafe {
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+        std::env::remove_var("LISTEN_PID");
+    }
+    Some(out)
+}

@@ -1,0 +1,440 @@
+//! The supervisor and the worker's life cycle (DESIGN.md §1): what restarts, what does not, why,
+//! and that no connection is refused meanwhile.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FAULTS: &str = "[debug]\nfault_injection = true\n[supervisor]\nheartbeat_timeout_secs = 2\nbackoff_initial_ms = 50\ndrain_timeout_secs = 2\n";
+
+fn server(f: &Finch) -> Value {
+    f.api("/api/v1/server").1
+}
+
+fn worker_pid(f: &Finch) -> u64 {
+    server(f)["worker"]["pid"].as_u64().unwrap_or(0)
+}
+
+fn fault(f: &Finch, kind: &str) -> u16 {
+    http(
+        f.admin_port,
+        "POST",
+        "/api/v1/debug/fault",
+        &format!("{{\"kind\": \"{kind}\"}}"),
+    )
+    .map(|r| r.0)
+    .unwrap_or(0)
+}
+
+/// Waits for a worker other than `old` to serve the API, and returns the newest restart.
+fn wait_restart(f: &Finch, old: u64, total_before: u64) -> Value {
+    let mut last = Value::Null;
+    let ok = wait_until(Duration::from_secs(30), || {
+        let (status, s) = f.api("/api/v1/server");
+        let moved = status == 200
+            && s["worker"]["pid"].as_u64().is_some_and(|p| p != old)
+            && s["restarts_total"].as_u64() > Some(total_before)
+            && s["state"] == "running";
+        if moved {
+            last = s;
+        }
+        moved
+    });
+    assert!(ok, "no restart after worker {old}: {}", f.log());
+    last
+}
+
+/// Connects in a loop, sends OPTIONS and counts what happened, until stopped.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
+    served: Arc<AtomicU64>,
+    other: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(port: u16) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(AtomicU64::new(0));
+        let served = Arc::new(AtomicU64::new(0));
+        let other = Arc::new(AtomicU64::new(0));
+        let (s, r, v, o) = (stop.clone(), refused.clone(), served.clone(), other.clone());
+        let thread = std::thread::spawn(move || {
+            let mut cseq = 0;
+            while !s.load(Ordering::Relaxed) {
+                cseq += 1;
+                match TcpStream::connect(("127.0.0.1", port)) {
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(mut c) => {
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(15)));
+                        let _ = c.write_all(
+                            format!("OPTIONS * RTSP/1.0\r\nCSeq: {cseq}\r\n\r\n").as_bytes(),
+                        );
+                        let mut buf = [0u8; 512];
+                        match c.read(&mut buf) {
+                            Ok(n) if n > 0 && buf.starts_with(b"RTSP/1.0 200") => {
+                                v.fetch_add(1, Ordering::Relaxed)
+                            }
+                            // Accepted by a worker that then died: reset, not refused.
+                            _ => o.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Prober {
+            stop,
+            refused,
+            served,
+            other,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        (
+            self.refused.load(Ordering::Relaxed),
+            self.served.load(Ordering::Relaxed),
+            self.other.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn kill_worker(f: &Finch, sig: i32) {
+    let pid = worker_pid(f) as i32;
+    assert!(pid > 0);
+    // SAFETY: kill(2) on the worker's pid, a child of our child.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+#[test]
+fn every_crash_kind_restarts_the_worker_with_its_reason_and_no_connection_is_refused() {
+    let f = Finch::start_supervised("crashes", &format!("{FAULTS}crash_loop_limit = 20\n"));
+    let first = server(&f);
+    assert_eq!(first["supervisor_pid"].as_u64(), Some(u64::from(f.pid())));
+    assert_eq!(first["worker"]["generation"], 1);
+    let prober = Prober::start(f.rtsp_port);
+    type Check = fn(&Value);
+    type Act = Box<dyn Fn(&Finch)>;
+    let cases: Vec<(&str, Act, Check)> = vec![
+        (
+            "fatal",
+            Box::new(|f| assert_eq!(fault(f, "fatal"), 202)),
+            |r| {
+                assert_eq!(r["reason"], "fatal");
+                assert!(
+                    r["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("injected"),
+                    "{r}"
+                );
+            },
+        ),
+        (
+            "abort",
+            Box::new(|f| assert_eq!(fault(f, "abort"), 202)),
+            |r| {
+                assert_eq!(
+                    (r["reason"].as_str(), r["signal"].as_str()),
+                    (Some("signal"), Some("SIGABRT")),
+                    "{r}"
+                );
+            },
+        ),
+        (
+            "sigkill",
+            Box::new(|f| kill_worker(f, libc::SIGKILL)),
+            |r| {
+                assert_eq!(
+                    (r["reason"].as_str(), r["signal"].as_str()),
+                    (Some("signal"), Some("SIGKILL")),
+                    "{r}"
+                );
+            },
+        ),
+        (
+            "sigsegv",
+            Box::new(|f| kill_worker(f, libc::SIGSEGV)),
+            |r| {
+                assert_eq!(
+                    (r["reason"].as_str(), r["signal"].as_str()),
+                    (Some("signal"), Some("SIGSEGV")),
+                    "{r}"
+                );
+            },
+        ),
+        (
+            "panic_core",
+            Box::new(|f| assert_eq!(fault(f, "panic_core"), 202)),
+            |r| {
+                assert_eq!(
+                    (r["reason"].as_str(), r["exit_code"].as_u64()),
+                    (Some("exit"), Some(101)),
+                    "{r}"
+                );
+            },
+        ),
+        (
+            "hang",
+            Box::new(|f| assert_eq!(fault(f, "hang"), 202)),
+            |r| {
+                assert_eq!(r["reason"], "hang", "{r}");
+            },
+        ),
+    ];
+    let mut total = 0;
+    for (name, act, check) in cases {
+        let old = worker_pid(&f);
+        let started = Instant::now();
+        act(&f);
+        let s = wait_restart(&f, old, total);
+        total = s["restarts_total"].as_u64().unwrap();
+        let newest = s["restarts"].as_array().unwrap().last().unwrap().clone();
+        check(&newest);
+        eprintln!(
+            "{name}: worker {old} replaced, serving again after {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(total, 6);
+    let s = server(&f);
+    assert_eq!(s["worker"]["generation"], 7);
+    assert_eq!(s["restarts"].as_array().unwrap().len(), 6);
+    // The error ring survived the restarts.
+    let (_, errors) = f.api("/api/v1/errors");
+    assert!(
+        errors["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["verbosity"] == "fatal"),
+        "{errors}"
+    );
+    let (refused, served, other) = prober.finish();
+    eprintln!("connections during 6 restarts: {served} served, {refused} refused, {other} reset by a dying worker");
+    assert_eq!(refused, 0, "connections were refused during restarts");
+    assert!(served > 20);
+    // Publisher and reader work on the new worker.
+    let _p = Publisher::start(&f.url("live/after"), "tcp");
+    f.wait_path_ready("live/after");
+    assert!(ffprobe(&f.url("live/after"), "tcp").contains(&"h264:320:240".to_owned()));
+}
+
+#[test]
+fn ordinary_errors_and_task_panics_restart_nothing() {
+    let f = Finch::start_supervised("noerror", FAULTS);
+    let pid = worker_pid(&f);
+    assert_eq!(fault(&f, "error"), 202);
+    assert_eq!(fault(&f, "panic_task"), 202);
+    // Give a restart every chance to happen (heartbeat timeout is 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let s = server(&f);
+    assert_eq!(s["worker"]["pid"].as_u64(), Some(pid));
+    assert_eq!(s["restarts_total"], 0);
+    assert_eq!(s["state"], "running");
+    let (_, errors) = f.api("/api/v1/errors");
+    assert!(errors["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ordinary error")));
+}
+
+#[test]
+fn fault_injection_is_off_by_default() {
+    let f = Finch::start_supervised("nofault", "");
+    assert_eq!(fault(&f, "fatal"), 404);
+    assert_eq!(server(&f)["restarts_total"], 0);
+}
+
+#[test]
+fn a_crash_loop_gives_up_with_exit_3() {
+    let mut f = Finch::start_supervised("loop", &format!("{FAULTS}crash_loop_limit = 2\n"));
+    for _ in 0..3 {
+        let old = worker_pid(&f);
+        if old == 0 {
+            break;
+        }
+        kill_worker(&f, libc::SIGKILL);
+        wait_until(Duration::from_secs(10), || worker_pid(&f) != old);
+    }
+    assert_eq!(f.wait_exit(Duration::from_secs(15)), Some(3), "{}", f.log());
+    assert!(f.log().contains("crash loop"), "{}", f.log());
+}
+
+#[test]
+fn sigterm_stops_supervisor_and_worker_with_exit_0() {
+    let mut f = Finch::start_supervised("term", "");
+    let worker = worker_pid(&f) as i32;
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(Duration::from_secs(15)), Some(0), "{}", f.log());
+    // SAFETY: signal 0 only checks whether the process exists.
+    assert!(wait_until(Duration::from_secs(5), || unsafe {
+        libc::kill(worker, 0)
+    } != 0));
+}
+
+#[test]
+fn start_failure_exits_255_without_restarting() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let admin = free_tcp_port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_finch"))
+        .args([
+            "--rtsp-port",
+            &port.to_string(),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("FINCH_RTSP__LISTEN_ADDRESSES", "[\"127.0.0.1\"]")
+        .env("FINCH_RTSP__UDP", "false")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot run") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("worker started"), "{err}");
+}
+
+#[test]
+fn sigusr2_restarts_gracefully_and_keeps_readers_until_the_drain_timeout() {
+    let f = Finch::start_supervised("usr2", "[supervisor]\ndrain_timeout_secs = 4\n");
+    let _p = Publisher::start(&f.url("live/g"), "tcp");
+    f.wait_path_ready("live/g");
+    let old = worker_pid(&f);
+    let mut reader = Raw::connect(f.rtsp_port);
+    let r = reader.request(
+        "SETUP",
+        &f.url("live/g/trackID=0"),
+        1,
+        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+        "",
+    );
+    assert_eq!(r.status, 200);
+    let id = r
+        .header("Session")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        reader
+            .request(
+                "PLAY",
+                &f.url("live/g"),
+                2,
+                &[&format!("Session: {id}")],
+                ""
+            )
+            .status,
+        200
+    );
+    let prober = Prober::start(f.rtsp_port);
+    f.signal(libc::SIGUSR2);
+    let s = wait_restart(&f, old, 0);
+    let newest = s["restarts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(newest["reason"], "requested");
+    // The old worker still feeds its reader for a while (the drain), then lets it go.
+    let started = Instant::now();
+    reader
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    let mut received_after = 0usize;
+    while started.elapsed() < Duration::from_millis(1500) {
+        if let Ok(n) = reader.stream.read(&mut buf) {
+            received_after += n;
+        }
+    }
+    assert!(
+        received_after > 10_000,
+        "the reader was cut off at once ({received_after} bytes)"
+    );
+    assert!(
+        reader.closed_within(Duration::from_secs(10)),
+        "the old worker never finished draining"
+    );
+    let (refused, served, _) = prober.finish();
+    assert_eq!(refused, 0);
+    assert!(served > 0);
+}
+
+#[test]
+fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
+    let f = Finch::start_supervised("hup", "");
+    let _p = Publisher::start(&f.url("live/h"), "tcp");
+    f.wait_path_ready("live/h");
+    let pid = worker_pid(&f);
+    let original = std::fs::read_to_string(f.config_path()).unwrap();
+    // A broken file: refused, old config kept, nothing restarted, the stream goes on.
+    std::fs::write(
+        f.config_path(),
+        format!("{original}\n[relay]\nreader_queue_packets = \"many\"\n"),
+    )
+    .unwrap();
+    f.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            f.api("/api/v1/errors").1["items"]
+                .as_array()
+                .is_some_and(|a| {
+                    a.iter().any(|e| {
+                        e["message"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("reload refused")
+                    })
+                })
+        }),
+        "{}",
+        f.log()
+    );
+    assert_eq!(
+        f.api("/api/v1/config").1["relay"]["reader_queue_packets"],
+        1024
+    );
+    let (status, body) = http(f.admin_port, "POST", "/api/v1/config/reload", "").unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("finch.toml:"), "{body}");
+    assert_eq!(worker_pid(&f), pid);
+    assert!(ffprobe(&f.url("live/h"), "tcp").contains(&"h264:320:240".to_owned()));
+    // A good file: applied without a restart.
+    std::fs::write(
+        f.config_path(),
+        format!("{original}\n[relay]\nreader_queue_packets = 2048\n"),
+    )
+    .unwrap();
+    f.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || f
+        .api("/api/v1/config")
+        .1["relay"]["reader_queue_packets"]
+        == 2048));
+    assert_eq!(worker_pid(&f), pid);
+    assert_eq!(server(&f)["restarts_total"], 0);
+}
