@@ -133,9 +133,10 @@ impl Finch {
         let admin_port = free_tcp_port();
         let rtp_port = free_udp_pair();
         let config = format!(
-            "[rtsp]\nlisten_addresses = [\"127.0.0.1\"]\nport = {rtsp_port}\nrtp_port = {rtp_port}\n{}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}",
+            "[rtsp]\nlisten_addresses = [\"127.0.0.1\"]\nport = {rtsp_port}\nrtp_port = {rtp_port}\n{}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}\n{}",
             extract_section(extra, "rtsp"),
-            strip_section(extra, "rtsp"),
+            extract_section(extra, "admin"),
+            strip_section(&strip_section(extra, "rtsp"), "admin"),
         );
         let config_path = dir.join("finch.toml");
         std::fs::write(&config_path, config).unwrap();

@@ -68,6 +68,9 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Its listen address.
     pub listen: String,
+    /// The secret every endpoint but /healthz and /metrics needs (Bearer token, or the password
+    /// of Basic auth) when `listen` is not a loopback address; empty for none.
+    pub token: String,
 }
 
 impl Default for AdminConfig {
@@ -75,7 +78,16 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             listen: "127.0.0.1:8080".to_owned(),
+            token: String::new(),
         }
+    }
+}
+
+impl AdminConfig {
+    /// Whether requests must carry the token: always when one is set, and a non-loopback
+    /// listener without one is refused by `validate`.
+    pub fn requires_token(&self) -> bool {
+        !self.token.is_empty()
     }
 }
 
@@ -346,11 +358,20 @@ impl Config {
                 "must be between 1 and 3600",
             );
         }
-        if self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(
-                &["admin", "listen"],
-                "must be an address:port such as 127.0.0.1:8080",
-            );
+        match self.admin.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => {
+                return bad(
+                    &["admin", "listen"],
+                    "must be an address:port such as 127.0.0.1:8080",
+                );
+            }
+            Ok(a) if self.admin.enabled && !a.ip().is_loopback() && self.admin.token.is_empty() => {
+                return bad(
+                    &["admin", "listen"],
+                    "is not a loopback address: set admin.token so the API is not open to the network",
+                );
+            }
+            Ok(_) => {}
         }
         let l = &self.limits;
         for (key, v, min, max) in [

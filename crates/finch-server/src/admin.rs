@@ -31,7 +31,10 @@ type ApiResult = Result<Json<Value>, ApiError>;
 /// The admin router.
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/server", get(get_server))
         .route("/api/v1/server/state", post(set_state))
         .route("/api/v1/server/restart", post(restart))
@@ -44,7 +47,58 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/v1/sessions", get(list_sessions))
         .route("/api/v1/sessions/{id}", axum::routing::delete(kick_session))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            authorize,
+        ))
         .with_state(server)
+}
+
+/// Every endpoint but /healthz and /metrics needs the admin token when one is configured.
+async fn authorize(
+    State(s): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let config = s.config();
+    let open = matches!(req.uri().path(), "/healthz" | "/metrics");
+    if open || !config.admin.requires_token() {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            if let Some(t) = v.strip_prefix("Bearer ") {
+                return Some(t.trim().to_owned());
+            }
+            use base64::Engine as _;
+            let b = v.strip_prefix("Basic ")?;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()?;
+            let text = String::from_utf8(decoded).ok()?;
+            text.split_once(':').map(|(_, pass)| pass.to_owned())
+        });
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), config.admin.token.as_bytes())) {
+        return next.run(req).await;
+    }
+    let mut resp = ApiError(
+        StatusCode::UNAUTHORIZED,
+        "this endpoint needs the admin token".into(),
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Basic realm=\"finch\""),
+    );
+    resp
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -214,10 +268,13 @@ async fn restart(State(s): State<Arc<Server>>) -> Result<(StatusCode, Json<Value
 }
 
 async fn get_config(State(s): State<Arc<Server>>) -> ApiResult {
-    // No key holds a secret yet; credentials, when they come, are redacted here.
-    serde_json::to_value(&*s.config())
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let mut v = serde_json::to_value(&*s.config())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Secrets never leave the server.
+    if v["admin"]["token"].as_str().is_some_and(|t| !t.is_empty()) {
+        v["admin"]["token"] = json!("<redacted>");
+    }
+    Ok(Json(v))
 }
 
 async fn reload_config(State(s): State<Arc<Server>>) -> ApiResult {
@@ -281,4 +338,69 @@ async fn fault(
         }
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "injected": body.kind }))))
+}
+
+async fn metrics(State(s): State<Arc<Server>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(&s),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document of this API, written by hand beside the handlers (`openapi.json`) and
+/// checked against the live server by the end-to-end tests.
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A one-page status view for people: state, paths, readers, traffic.
+async fn status_page(State(s): State<Arc<Server>>) -> axum::response::Html<String> {
+    let server = server_json(&s);
+    let mut rows = String::new();
+    for p in s.registry.list() {
+        let c = &p.stream.counters;
+        let codecs: Vec<String> = p.stream.tracks.iter().map(|t| t.codec.clone()).collect();
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html_escape(&p.name),
+            html_escape(&p.source.peer.to_string()),
+            p.source.transport.unwrap_or("-"),
+            html_escape(&codecs.join(", ")),
+            p.stream.reader_count(),
+            c.bytes_in.load(Ordering::Relaxed),
+            c.bytes_out.load(Ordering::Relaxed),
+        ));
+    }
+    if rows.is_empty() {
+        rows.push_str("<tr><td colspan=7>no stream is published</td></tr>");
+    }
+    axum::response::Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>Finch</title>\
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style>\
+</head><body><h1>Finch {}</h1><p>State: <b>{}</b> · uptime {} s · worker pid {} (generation {}) · restarts {}</p>\
+<table><tr><th>path</th><th>publisher</th><th>transport</th><th>codecs</th><th>readers</th><th>bytes in</th><th>bytes out</th></tr>{}</table>\
+<p><a href=/api/v1/server>server</a> · <a href=/api/v1/paths>paths</a> · <a href=/api/v1/sessions>sessions</a> · <a href=/api/v1/errors>errors</a> · <a href=/metrics>metrics</a></p></body></html>",
+        env!("CARGO_PKG_VERSION"),
+        server["state"].as_str().unwrap_or_default(),
+        server["uptime_secs"],
+        server["worker"]["pid"],
+        server["worker"]["generation"],
+        server["restarts_total"],
+        rows
+    ))
 }

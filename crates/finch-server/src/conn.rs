@@ -189,7 +189,14 @@ impl Conn {
                 Ok(Some(Item::Request(req))) => {
                     self.last_request.touch();
                     let cseq = req.cseq().map(str::to_owned);
+                    let method = req.method.as_str().to_owned();
+                    let started = std::time::Instant::now();
                     let resp = self.handle(req);
+                    self.server
+                        .metrics
+                        .request_seconds
+                        .get_or_create(&vec![("method".to_owned(), method)])
+                        .observe(started.elapsed().as_secs_f64());
                     self.write_response(cseq.as_deref(), resp);
                 }
                 Ok(Some(Item::Interleaved { channel, payload })) => {
@@ -200,6 +207,12 @@ impl Conn {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "bad request");
+                    let status_label = e.status().map_or("closed".to_owned(), |s| s.0.to_string());
+                    self.server
+                        .metrics
+                        .bad_requests
+                        .get_or_create(&vec![("status".to_owned(), status_label)])
+                        .inc();
                     if let Some(status) = e.status() {
                         self.write_response(e.cseq.as_deref(), Response::new(status));
                     }

@@ -19,6 +19,7 @@ pub mod errorlog;
 pub mod inherit;
 mod listener;
 mod methods;
+pub mod metrics;
 pub mod registry;
 pub mod reload;
 pub mod server;

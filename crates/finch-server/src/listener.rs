@@ -44,6 +44,7 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = sock.set_nodelay(true);
+        server.metrics.accepted();
         let state = *server.state.borrow();
         let permit = limit.clone().try_acquire_owned();
         let id = server.next_conn_id();

@@ -48,15 +48,63 @@ pub enum AnnounceError {
     Busy(String),
 }
 
+/// Traffic totals, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Packets from publishers.
+    pub packets_in: u64,
+    /// Bytes from publishers.
+    pub bytes_in: u64,
+    /// Packets to readers.
+    pub packets_out: u64,
+    /// Bytes to readers.
+    pub bytes_out: u64,
+    /// Packets dropped for slow readers.
+    pub packets_dropped: u64,
+    /// Readers disconnected as too slow.
+    pub readers_kicked: u64,
+}
+
+impl Totals {
+    fn add(&mut self, c: &crate::stream::Counters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.packets_in += c.packets_in.load(Relaxed);
+        self.bytes_in += c.bytes_in.load(Relaxed);
+        self.packets_out += c.packets_out.load(Relaxed);
+        self.bytes_out += c.bytes_out.load(Relaxed);
+        self.packets_dropped += c.packets_dropped.load(Relaxed);
+        self.readers_kicked += c.readers_kicked.load(Relaxed);
+    }
+}
+
 /// All paths.
 #[derive(Default)]
 pub struct Registry {
     paths: Mutex<HashMap<String, PathEntry>>,
+    /// Totals of streams that have ended, so counters never go back.
+    retired: Mutex<Totals>,
 }
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PathEntry>> {
         self.paths.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retire(&self, stream: &Stream) {
+        stream.close();
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&stream.counters);
+    }
+
+    /// Traffic since the worker started: ended streams plus live ones.
+    pub fn totals(&self) -> Totals {
+        let mut t = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for p in self.lock().values() {
+            t.add(&p.stream.counters);
+        }
+        t
     }
 
     /// Reserves `name` for a publisher and creates its stream.
@@ -73,7 +121,8 @@ impl Registry {
                 return Err(AnnounceError::Busy(name.to_owned()));
             }
             // The same session announcing again replaces its own description.
-            existing.stream.close();
+            let old = existing.stream.clone();
+            self.retire(&old);
         }
         let stream = Arc::new(Stream::new(sdp, params));
         paths.insert(
@@ -115,7 +164,7 @@ impl Registry {
         if paths.get(name).is_some_and(|p| p.source.session == session) {
             if let Some(p) = paths.remove(name) {
                 drop(paths);
-                p.stream.close();
+                self.retire(&p.stream);
                 tracing::info!(path = name, "publisher left, path closed");
             }
         }
@@ -145,7 +194,7 @@ impl Registry {
     pub fn close_all(&self) {
         let all: Vec<PathEntry> = self.lock().drain().map(|(_, p)| p).collect();
         for p in all {
-            p.stream.close();
+            self.retire(&p.stream);
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct Server {
     pub reloader: Option<Reloader>,
     /// Injected faults.
     pub faults: Faults,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
     config: RwLock<Arc<Config>>,
     /// Paths and their streams.
     pub registry: Registry,
@@ -106,6 +108,7 @@ impl Server {
             to_supervisor: link.to_supervisor,
             reloader: link.reloader,
             faults: Faults::default(),
+            metrics: crate::metrics::Metrics::new(),
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
             udp,
