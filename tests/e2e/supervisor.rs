@@ -438,3 +438,88 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     assert_eq!(worker_pid(&f), pid);
     assert_eq!(server(&f)["restarts_total"], 0);
 }
+
+#[test]
+fn twenty_worker_crashes_refuse_no_connection_and_a_reader_plays_again_after_each_kind() {
+    let f = Finch::start_supervised(
+        "twenty",
+        "[supervisor]\ncrash_loop_limit = 30\nbackoff_initial_ms = 20\nbackoff_max_ms = 100\n",
+    );
+    let prober = Prober::start(f.rtsp_port);
+    let mut total = 0;
+    let mut gaps = Vec::new();
+    for _ in 0..20 {
+        let old = worker_pid(&f);
+        let t = Instant::now();
+        kill_worker(&f, libc::SIGKILL);
+        let s = wait_restart(&f, old, total);
+        gaps.push(t.elapsed());
+        total = s["restarts_total"].as_u64().unwrap();
+    }
+    assert_eq!(total, 20);
+    let (refused, served, reset) = prober.finish();
+    let worst = gaps.iter().max().unwrap();
+    eprintln!(
+        "20 SIGKILLs: {served} connections served, {refused} refused, {reset} reset; worst gap until the API answered again {worst:?}"
+    );
+    assert_eq!(refused, 0, "connections were refused");
+    // From a crash to a reconnecting publisher's stream reaching a new reader. A real camera
+    // retries its connection; this one connects once the worker has been replaced.
+    let old = worker_pid(&f);
+    let t = Instant::now();
+    kill_worker(&f, libc::SIGKILL);
+    wait_restart(&f, old, total);
+    let _p = Publisher::start(&f.url("live/again"), "tcp");
+    f.wait_path_ready("live/again");
+    let frames = ffmpeg_count_frames(&f.url("live/again"), "tcp", 1);
+    eprintln!(
+        "crash to a new reader's first second of video: {:?} ({frames} frames)",
+        t.elapsed()
+    );
+    assert!(frames > 0);
+}
+
+#[test]
+fn foreground_mode_speaks_sd_notify() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = temp_dir("notify");
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let rtsp = free_tcp_port();
+    let admin = free_tcp_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_finch"))
+        .args([
+            "-d",
+            "--rtsp-port",
+            &rtsp.to_string(),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("FINCH_RTSP__UDP", "false")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().any(|m| m.contains("WATCHDOG=1")))
+    {
+        let n = sock.recv(&mut buf).expect("no sd_notify message");
+        seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    loop {
+        let n = sock.recv(&mut buf).expect("no STOPPING=1");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

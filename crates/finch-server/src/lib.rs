@@ -176,6 +176,9 @@ pub async fn run(
     if let Some(udp) = udp {
         tracker.spawn(udp.run(sessions.clone()));
     }
+    // Running before the first accept: connections that waited in the backlog during a restart
+    // are served, not answered 503 as if the server were refusing them.
+    server.state.send_replace(ServerState::Running);
     for l in listeners.rtsp {
         let local = l.local_addr().ok();
         l.set_nonblocking(true)
@@ -224,7 +227,6 @@ pub async fn run(
         );
     }
     tracker.spawn(signals(server.clone(), stop.clone()));
-    server.state.send_replace(ServerState::Running);
     server.report(finch_control::ToSupervisor::Ready);
     if server.supervision.is_none() {
         // --foreground under systemd: tell it we serve (a no-op without NOTIFY_SOCKET).
