@@ -9,6 +9,7 @@
 //! The only place `anyhow` and process exit codes live (`exit`).
 
 mod exit;
+mod logging;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -94,12 +95,12 @@ fn main() {
         print!("{}", finch_config::to_commented_toml(&config));
         std::process::exit(exit::CLEAN);
     }
-    init_logging(&config);
+    let log = logging::init(&config);
     raise_open_files_limit();
     let code = if cli.foreground {
-        foreground_worker(cli, config)
+        foreground_worker(cli, config, log)
     } else {
-        supervisor(&cli, config)
+        supervisor(&cli, config, log)
     };
     std::process::exit(code);
 }
@@ -126,7 +127,20 @@ fn reloader(cli: Cli) -> finch_server::server::Reloader {
     Box::new(move || load_config(&cli).map_err(|e| format!("{e:#}")))
 }
 
-fn supervisor(cli: &Cli, config: Config) -> i32 {
+/// The hooks a worker gets from the binary: status lines on stdout, log reopen and level.
+fn hooks(log: logging::Logging) -> finch_server::server::Hooks {
+    let (a, b) = (log.clone(), log);
+    finch_server::server::Hooks {
+        status_line: Some(Box::new(|line| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{line}");
+        })),
+        reopen_logs: Some(Box::new(move |()| a.reopen())),
+        apply_log_config: Some(Box::new(move |c| b.apply(&c))),
+    }
+}
+
+fn supervisor(cli: &Cli, config: Config, log: logging::Logging) -> i32 {
     let listeners = match finch_server::bind(&config) {
         Ok(l) => l,
         Err(e) => {
@@ -164,6 +178,7 @@ fn supervisor(cli: &Cli, config: Config) -> i32 {
         worker_args,
         config,
         sockets: finch_server::inherit::into_fds(listeners),
+        reopen_logs: Box::new(move || log.reopen()),
         binder: Box::new(|c| {
             finch_server::bind(c)
                 .map(finch_server::inherit::into_fds)
@@ -172,7 +187,7 @@ fn supervisor(cli: &Cli, config: Config) -> i32 {
     })
 }
 
-fn foreground_worker(cli: Cli, config: Config) -> i32 {
+fn foreground_worker(cli: Cli, config: Config, log: logging::Logging) -> i32 {
     let listeners = match finch_server::inherit::take_from_env(true) {
         Some(fds) => finch_server::inherit::from_fds(fds),
         None => match finch_server::bind(&config) {
@@ -187,6 +202,7 @@ fn foreground_worker(cli: Cli, config: Config) -> i32 {
     };
     let link = Link {
         reloader: Some(reloader(cli)),
+        hooks: hooks(log),
         ..Link::default()
     };
     run_worker(listeners, config, link, None)
@@ -236,7 +252,7 @@ fn supervised_worker(cli: Cli) -> i32 {
             return exit::CANNOT_RUN;
         }
     };
-    init_logging(&config);
+    let log = logging::init(&config);
     raise_open_files_limit();
     let Some(fds) = finch_server::inherit::take_from_env(false) else {
         eprintln!("finch worker: no sockets from the supervisor");
@@ -255,6 +271,7 @@ fn supervised_worker(cli: Cli) -> i32 {
         }),
         to_supervisor: Some(tx),
         reloader: Some(reloader(cli)),
+        hooks: hooks(log),
     };
     run_worker(listeners, config, link, Some((stream, rx)))
 }
@@ -316,20 +333,6 @@ fn run_worker(
             eprintln!("finch: cannot run: {e:#}");
             exit::CANNOT_RUN
         }
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if config.log.format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

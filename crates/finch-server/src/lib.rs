@@ -24,6 +24,7 @@ pub mod registry;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod stream;
 pub mod udp;
 
@@ -234,12 +235,18 @@ pub async fn run(
     }
     let mut state = server.state.subscribe();
     let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut status = stats::StatusLines::new();
+    let mut ticks: u64 = 0;
     let exit = loop {
         tokio::select! {
             _ = stop.now.cancelled() => break Exit::Clean,
             _ = stop.drain.cancelled() => break Exit::Clean,
             _ = state.changed() => {}
-            _ = tick.tick() => heartbeat(&server).await,
+            _ = tick.tick() => {
+                heartbeat(&server).await;
+                ticks += 1;
+                print_status(&server, &mut status, ticks);
+            }
         }
         match *state.borrow_and_update() {
             ServerState::FatalError => break Exit::Fatal,
@@ -305,14 +312,39 @@ async fn heartbeat(server: &Arc<Server>) {
     }
 }
 
+/// DSS's status line, every `log.stats_interval_secs` (0: off), through the binary's hook.
+fn print_status(server: &Server, status: &mut stats::StatusLines, ticks: u64) {
+    let every = server.config().log.stats_interval_secs;
+    let Some(print) = &server.hooks.status_line else {
+        return;
+    };
+    if every == 0 || !ticks.is_multiple_of(every) {
+        return;
+    }
+    let paths = server.registry.list();
+    let reading = stats::Reading {
+        readers: paths.iter().map(|p| p.stream.reader_count()).sum(),
+        connections: server
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        accepted: server.metrics.accepted_total(),
+        paths: paths.len(),
+        totals: server.registry.totals(),
+    };
+    for line in status.next(std::time::Instant::now(), reading) {
+        print(line);
+    }
+}
+
 /// The worker's own signals. Under a supervisor they arrive forwarded: SIGTERM/SIGINT stop,
 /// SIGUSR2 drains (a graceful restart), SIGHUP reloads.
 async fn signals(server: Arc<Server>, stop: Stop) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
         signal(SignalKind::user_defined2()),
     ) else {
         server.errors.fatal("cannot install signal handlers");
@@ -334,6 +366,12 @@ async fn signals(server: Arc<Server>, stop: Stop) {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
                 let _ = reload::reload(&server);
+            }
+            _ = usr1.recv() => {
+                if let Some(reopen) = &server.hooks.reopen_logs {
+                    reopen(());
+                    tracing::info!("SIGUSR1: log file reopened");
+                }
             }
         }
     }

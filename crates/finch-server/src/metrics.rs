@@ -153,6 +153,11 @@ impl Metrics {
         self.connections_total.inc();
     }
 
+    /// Connections accepted so far.
+    pub fn accepted_total(&self) -> u64 {
+        self.connections_total.get()
+    }
+
     /// The Prometheus text exposition, with values read now.
     pub fn render(&self, server: &Server) -> String {
         let current = *server.state.borrow();

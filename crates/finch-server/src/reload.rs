@@ -51,6 +51,9 @@ pub fn reload(server: &Server) -> Result<Reloaded, String> {
         .cloned()
         .collect();
     server.set_config(new.clone());
+    if let Some(apply) = &server.hooks.apply_log_config {
+        apply(std::sync::Arc::new(new.clone()));
+    }
     if changed.is_empty() {
         tracing::info!("config reloaded: nothing changed");
     } else {

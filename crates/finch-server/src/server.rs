@@ -76,6 +76,8 @@ pub struct Server {
     pub faults: Faults,
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+    /// The binary's hooks.
+    pub hooks: Hooks,
     config: RwLock<Arc<Config>>,
     /// Paths and their streams.
     pub registry: Registry,
@@ -109,6 +111,7 @@ impl Server {
             reloader: link.reloader,
             faults: Faults::default(),
             metrics: crate::metrics::Metrics::new(),
+            hooks: link.hooks,
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
             udp,
@@ -210,9 +213,25 @@ impl Server {
     }
 }
 
+/// A hook taking one argument.
+pub type Hook<T> = Option<Box<dyn Fn(T) + Send + Sync>>;
+
+/// What the binary plugs in: terminal and log-file concerns the library does not own.
+#[derive(Default)]
+pub struct Hooks {
+    /// Prints one status line (DSS's terminal output).
+    pub status_line: Hook<String>,
+    /// Reopens the log file (SIGUSR1, after log rotation).
+    pub reopen_logs: Hook<()>,
+    /// Applies a reloaded config's log settings (level).
+    pub apply_log_config: Hook<Arc<Config>>,
+}
+
 /// How this worker is tied to a supervisor and to its config's sources.
 #[derive(Default)]
 pub struct Link {
+    /// The binary's hooks.
+    pub hooks: Hooks,
     /// The error ring a previous worker left.
     pub errors: Vec<finch_control::ErrorEntry>,
     /// Supervisor facts.

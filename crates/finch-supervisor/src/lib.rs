@@ -59,6 +59,8 @@ pub struct Options {
     pub sockets: Vec<(String, OwnedFd)>,
     /// How to bind sockets again when a reload changes their addresses.
     pub binder: Binder,
+    /// Reopens the supervisor's own log file (SIGUSR1).
+    pub reopen_logs: Box<dyn Fn()>,
 }
 
 /// How long a worker asked to stop may take before it is killed, beyond its drain timeout.
@@ -170,7 +172,10 @@ async fn supervise(opts: Options) -> i32 {
             _ = term.recv() => return s.stop("SIGTERM").await,
             _ = int.recv() => return s.stop("SIGINT").await,
             _ = hup.recv() => s.forward(libc::SIGHUP),
-            _ = usr1.recv() => s.forward(libc::SIGUSR1),
+            _ = usr1.recv() => {
+                (s.opts.reopen_logs)();
+                s.forward(libc::SIGUSR1);
+            }
             _ = usr2.recv() => {
                 tracing::info!("SIGUSR2: graceful worker restart");
                 if let Err(code) = s.graceful_restart() {
