@@ -548,3 +548,42 @@ pub fn ffmpeg_count_frames(url: &str, transport: &str, secs: u32) -> u64 {
         .next_back()
         .unwrap_or(0)
 }
+
+/// Reads interleaved frames on `channel` for `dur` and returns their RTP sequence numbers.
+pub fn read_rtp_seqs(raw: &mut Raw, channel: u8, dur: Duration) -> Vec<u16> {
+    raw.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let mut seqs = Vec::new();
+    while start.elapsed() < dur {
+        if let Ok(n) = raw.stream.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        while buf.len() >= 4 && buf[0] == b'$' {
+            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+            if buf.len() < 4 + len {
+                break;
+            }
+            if buf[1] == channel && len >= 12 {
+                seqs.push(u16::from_be_bytes([buf[6], buf[7]]));
+            }
+            buf.drain(..4 + len);
+        }
+        // A response among the frames (PAUSE's, say) is skipped up to its blank line.
+        if !buf.is_empty() && buf[0] != b'$' {
+            match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(end) => {
+                    buf.drain(..end + 4);
+                }
+                None => continue,
+            }
+        }
+    }
+    seqs
+}

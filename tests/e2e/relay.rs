@@ -389,12 +389,15 @@ fn a_silent_session_times_out_and_a_talking_one_does_not() {
     let finch = Finch::start("timeout", "[rtsp]\nsession_timeout_secs = 5\n");
     let _p = Publisher::start(&finch.url("live/t"), "tcp");
     finch.wait_path_ready("live/t");
-    let setup = |raw: &mut Raw| {
+    let setup = |raw: &mut Raw, port: u16| {
         let r = raw.request(
             "SETUP",
             &finch.url("live/t/trackID=0"),
             1,
-            &["Transport: RTP/AVP;unicast;client_port=40000-40001"],
+            &[&format!(
+                "Transport: RTP/AVP;unicast;client_port={port}-{}",
+                port + 1
+            )],
             "",
         );
         assert_eq!(r.status, 200, "{r:?}");
@@ -416,9 +419,9 @@ fn a_silent_session_times_out_and_a_talking_one_does_not() {
         id
     };
     let mut silent = Raw::connect(finch.rtsp_port);
-    let _ = setup(&mut silent);
+    let _ = setup(&mut silent, 40000);
     let mut talking = Raw::connect(finch.rtsp_port);
-    let id = setup(&mut talking);
+    let id = setup(&mut talking, 40002);
     let started = Instant::now();
     let mut cseq = 3;
     while started.elapsed() < Duration::from_secs(9) {
@@ -450,4 +453,121 @@ fn a_silent_session_times_out_and_a_talking_one_does_not() {
         1,
         "only the publisher besides: {sessions}"
     );
+}
+
+#[test]
+fn pause_then_play_never_sends_a_packet_twice_and_statuses_follow_the_rfc() {
+    let finch = Finch::start("pause", "");
+    let _p = Publisher::start(&finch.url("live/p"), "tcp");
+    finch.wait_path_ready("live/p");
+    let mut raw = Raw::connect(finch.rtsp_port);
+    // PLAY before SETUP: a state error (455), not an unknown session (454).
+    assert_eq!(
+        raw.request("PLAY", &finch.url("live/p"), 1, &[], "").status,
+        455
+    );
+    // A required option Finch does not implement: 551 naming it (ONVIF back channel).
+    let r = raw.request(
+        "DESCRIBE",
+        &finch.url("live/p"),
+        2,
+        &["Require: www.onvif.org/ver20/backchannel"],
+        "",
+    );
+    assert_eq!(r.status, 551);
+    assert_eq!(
+        r.header("Unsupported"),
+        Some("www.onvif.org/ver20/backchannel")
+    );
+    let r = raw.request(
+        "SETUP",
+        &finch.url("live/p/trackID=0"),
+        3,
+        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+        "",
+    );
+    assert_eq!(r.status, 200);
+    let id = r
+        .header("Session")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let session = format!("Session: {id}");
+    assert_eq!(
+        raw.request("PLAY", &finch.url("live/p"), 4, &[&session], "")
+            .status,
+        200
+    );
+    let before = read_rtp_seqs(&mut raw, 0, Duration::from_secs(2));
+    assert!(before.len() > 20, "{before:?}");
+    raw.send(
+        format!(
+            "PAUSE {} RTSP/1.0\r\nCSeq: 5\r\n{session}\r\n\r\n",
+            finch.url("live/p")
+        )
+        .as_bytes(),
+    );
+    let tail = read_rtp_seqs(&mut raw, 0, Duration::from_millis(500));
+    let last = *tail.last().or(before.last()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    raw.send(
+        format!(
+            "PLAY {} RTSP/1.0\r\nCSeq: 6\r\n{session}\r\n\r\n",
+            finch.url("live/p")
+        )
+        .as_bytes(),
+    );
+    let after = read_rtp_seqs(&mut raw, 0, Duration::from_secs(3));
+    assert!(!after.is_empty(), "nothing after the second PLAY");
+    let first = after[0];
+    assert!(
+        first.wrapping_sub(last) < 0x8000 && first != last,
+        "went back from {last} to {first}"
+    );
+}
+
+#[test]
+fn two_sessions_cannot_share_client_udp_ports() {
+    let finch = Finch::start("udpports", "");
+    let _p = Publisher::start(&finch.url("live/u"), "tcp");
+    finch.wait_path_ready("live/u");
+    let transport = "Transport: RTP/AVP;unicast;client_port=41000-41001";
+    let mut a = Raw::connect(finch.rtsp_port);
+    let r = a.request("SETUP", &finch.url("live/u/trackID=0"), 1, &[transport], "");
+    assert_eq!(r.status, 200);
+    let id = r
+        .header("Session")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        a.request(
+            "PLAY",
+            &finch.url("live/u"),
+            2,
+            &[&format!("Session: {id}")],
+            ""
+        )
+        .status,
+        200
+    );
+    let mut b = Raw::connect(finch.rtsp_port);
+    // The same host asking for ports another session has: 461, so it can fall back to TCP.
+    assert_eq!(
+        b.request("SETUP", &finch.url("live/u/trackID=0"), 1, &[transport], "")
+            .status,
+        461
+    );
+    let r = b.request(
+        "SETUP",
+        &finch.url("live/u/trackID=0"),
+        2,
+        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+        "",
+    );
+    assert_eq!(r.status, 200);
 }

@@ -33,7 +33,10 @@ fn fanout(c: &mut Criterion) {
                     peer: "127.0.0.1:1".parse().unwrap(),
                     transport: "tcp",
                 };
-                stream.join(info, CancellationToken::new()).unwrap().rx
+                stream
+                    .join(info, CancellationToken::new(), true)
+                    .unwrap()
+                    .rx
             })
             .collect();
         let packets: Vec<Bytes> = (0..BURST)

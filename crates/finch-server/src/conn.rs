@@ -85,12 +85,18 @@ pub(crate) struct Conn {
     pub(crate) playing: Option<Playing>,
     /// The path of the last DESCRIBE, for clients that resolve track URLs against the request URL.
     pub(crate) described: Option<String>,
+    /// The session played before and was paused (its next PLAY skips the GOP cache).
+    pub(crate) paused: bool,
     /// Cancelled to close this connection (kick, Idle, slow reader, shutdown).
     pub(crate) cancel: CancellationToken,
     out: BytesMut,
     close_after_write: bool,
     last_request: Activity,
 }
+
+/// Responses queued before the connection stops parsing and writes them: bounds what pipelined
+/// requests (each DESCRIBE answered with an SDP of up to `max_body_bytes`) can make us hold.
+const MAX_PENDING_OUT: usize = 256 * 1024;
 
 /// Media batches are at most this many packets: enough to amortise a `writev`, few enough that
 /// one connection does not hog its worker thread.
@@ -109,6 +115,7 @@ pub(crate) async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr
         session: None,
         playing: None,
         described: None,
+        paused: false,
         cancel,
         out: BytesMut::with_capacity(1024),
         close_after_write: false,
@@ -134,23 +141,29 @@ impl Conn {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let timeout = Duration::from_secs(self.config.rtsp.session_timeout_secs);
         let write_timeout = Duration::from_secs(self.config.rtsp.write_timeout_secs);
+        // Cloned so a blocked write can race it while `self` is borrowed.
+        let cancel = self.cancel.clone();
         loop {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
             }
+            let mut more = false;
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => return "closed by the server",
+                _ = cancel.cancelled() => return "closed by the server",
                 r = sock.read_buf(&mut rbuf) => match r {
                     Ok(0) => return "peer closed",
-                    Ok(_) => self.on_read(&mut parser, &mut rbuf),
+                    Ok(_) => more = self.on_read(&mut parser, &mut rbuf),
                     Err(_) => return "read error",
                 },
                 n = recv_media(&mut self.playing, &mut batch) => {
                     if n == 0 {
                         return "stream ended";
                     }
-                    let written = tokio::time::timeout(write_timeout, self.write_media(&mut sock, &batch)).await;
+                    let written = tokio::select! {
+                        _ = cancel.cancelled() => return "closed by the server",
+                        w = tokio::time::timeout(write_timeout, self.write_media(&mut sock, &batch)) => w,
+                    };
                     batch.clear();
                     match written {
                         Ok(Ok(())) => {}
@@ -169,23 +182,39 @@ impl Conn {
                     }
                 }
             }
-            if !self.out.is_empty() {
-                let out = self.out.split();
-                match tokio::time::timeout(write_timeout, sock.write_all(&out)).await {
-                    Ok(Ok(())) => {}
-                    _ => return "write error",
+            // Responses are flushed in bounded slices: pipelined requests that would queue more
+            // than MAX_PENDING_OUT wait in the read buffer until the client has taken these.
+            loop {
+                if !self.out.is_empty() {
+                    let out = self.out.split();
+                    let written = tokio::select! {
+                        _ = cancel.cancelled() => return "closed by the server",
+                        w = tokio::time::timeout(write_timeout, sock.write_all(&out)) => w,
+                    };
+                    if !matches!(written, Ok(Ok(()))) {
+                        return "write error";
+                    }
                 }
-            }
-            if self.close_after_write {
-                return "closed after an error";
+                if self.close_after_write {
+                    return "closed after an error";
+                }
+                if !more {
+                    break;
+                }
+                more = self.on_read(&mut parser, &mut rbuf);
             }
         }
     }
 
-    fn on_read(&mut self, parser: &mut Parser, rbuf: &mut BytesMut) {
+    /// Handles what the read buffer holds; true if it stopped early because enough responses
+    /// are waiting to be written.
+    fn on_read(&mut self, parser: &mut Parser, rbuf: &mut BytesMut) -> bool {
         loop {
+            if self.out.len() > MAX_PENDING_OUT {
+                return true;
+            }
             match parser.parse(rbuf) {
-                Ok(None) => return,
+                Ok(None) => return false,
                 Ok(Some(Item::Request(req))) => {
                     self.last_request.touch();
                     let cseq = req.cseq().map(str::to_owned);
@@ -218,7 +247,7 @@ impl Conn {
                     }
                     if !e.recoverable {
                         self.close_after_write = true;
-                        return;
+                        return false;
                     }
                 }
             }
@@ -326,8 +355,9 @@ impl Conn {
             return;
         };
         if let Some(udp) = &self.server.udp {
-            udp.remove(&s.udp_routes);
+            udp.remove(&s.id, &s.udp_routes);
         }
+        self.paused = false;
         if let Role::Publisher { .. } = s.role {
             self.server.registry.unpublish(&s.path, &s.id);
         }

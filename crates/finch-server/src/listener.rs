@@ -17,6 +17,9 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// Connections being answered 503 at once.
+const MAX_REFUSALS: usize = 64;
+
 /// Accepts until the server shuts down.
 pub(crate) async fn accept_loop(
     server: Arc<Server>,
@@ -25,6 +28,9 @@ pub(crate) async fn accept_loop(
     stop: tokio_util::sync::CancellationToken,
 ) {
     let limit = Arc::new(Semaphore::new(server.config().limits.max_connections));
+    // Refusing costs a task and a descriptor for up to a few seconds; past this many at once,
+    // a connection is closed without a word so a flood cannot exhaust descriptors.
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -69,7 +75,12 @@ pub(crate) async fn accept_loop(
                     state.as_str()
                 };
                 tracing::debug!(parent: &span, why, "refusing connection with 503");
-                tracker.spawn(refuse(sock));
+                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    tracker.spawn(async move {
+                        refuse(sock).await;
+                        drop(permit);
+                    });
+                }
             }
         }
     }

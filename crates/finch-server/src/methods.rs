@@ -55,6 +55,18 @@ impl Conn {
         if let Some(s) = &self.session {
             s.activity.touch();
         }
+        // RFC 2326 §12.32: a required option the server does not implement gets 551, naming it
+        // (ONVIF back-channel clients rely on this to fall back).
+        let required: Vec<&str> = ["Require", "Proxy-Require"]
+            .iter()
+            .filter_map(|h| req.headers.get(h))
+            .collect();
+        if !required.is_empty() {
+            let mut r = Response::new(Status(551));
+            r.reason = "Option not supported".to_owned();
+            r.headers.set("Unsupported", required.join(", "));
+            return r;
+        }
         let result = match req.method {
             Method::Options => Ok(self.options()),
             Method::Describe => self.describe(&req),
@@ -78,7 +90,10 @@ impl Conn {
             Err(e) => {
                 tracing::debug!(method = %req.method, uri = %req.uri, status = e.status.0, why = %e.why, "request refused");
                 let mut resp = Response::new(e.status);
-                if e.status == Status::METHOD_NOT_ALLOWED || e.status == Status::NOT_IMPLEMENTED {
+                if e.status == Status::METHOD_NOT_ALLOWED {
+                    resp.headers.set("Allow", PUBLIC);
+                }
+                if e.status == Status::NOT_IMPLEMENTED {
                     resp.headers.set("Public", PUBLIC);
                 }
                 resp
@@ -165,6 +180,10 @@ impl Conn {
             .registry
             .announce(&path, source, sdp, self.server.relay_params())
             .map_err(|e| fail(Status::METHOD_NOT_VALID_IN_THIS_STATE, e.to_string()))?;
+        if let (Some(old), Some(udp)) = (&self.session, &self.server.udp) {
+            // The same session announcing again: its routes fed the stream just replaced.
+            udp.remove(&old.id, &old.udp_routes);
+        }
         tracing::info!(path = %path, session = %id, peer = %self.peer, "publisher announced");
         self.server.put_session(SessionInfo {
             id: id.clone(),
@@ -265,12 +284,19 @@ impl Conn {
                     track,
                     activity: activity.clone(),
                 };
-                udp.add((is_rtcp, addr), route);
+                if let Err(e) = udp.add(&id, (is_rtcp, addr), route) {
+                    udp.remove(&id, &routes);
+                    return Err(fail(Status::UNSUPPORTED_TRANSPORT, e.to_string()));
+                }
                 routes.push((is_rtcp, addr));
             }
         }
         if let Some(s) = self.session.as_mut() {
-            s.udp_routes.extend(routes);
+            for r in routes {
+                if !s.udp_routes.contains(&r) {
+                    s.udp_routes.push(r);
+                }
+            }
             if let Role::Publisher { tracks, .. } = &mut s.role {
                 tracks[track] = Some(transport);
             }
@@ -287,11 +313,33 @@ impl Conn {
 
     fn setup_reader(&mut self, req: &Request, spec: TransportSpec) -> Result<Response> {
         let (path, track, stream) = self.reader_track(&req.uri)?;
-        if let Some(s) = &self.session {
-            if s.path != path {
-                return Err(fail(Status::AGGREGATE_NOT_ALLOWED, "one session per path"));
+        let no_tracks = vec![None; stream.tracks.len()];
+        let tracks = match &self.session {
+            Some(Session {
+                path: p,
+                role: Role::Reader { stream: s, tracks },
+                ..
+            }) => {
+                if *p != path {
+                    return Err(fail(Status::AGGREGATE_NOT_ALLOWED, "one session per path"));
+                }
+                if !Arc::ptr_eq(s, &stream) {
+                    // The publisher left and came back between two SETUPs: the old
+                    // description is void.
+                    return Err(fail(Status::NOT_FOUND, "the stream was replaced"));
+                }
+                tracks
             }
-        }
+            Some(_) => {
+                return Err(fail(
+                    Status::METHOD_NOT_VALID_IN_THIS_STATE,
+                    "not a reader session",
+                ));
+            }
+            None => &no_tracks,
+        };
+        // The transport is settled before any session exists, so a refused SETUP leaves none.
+        let (transport, reply) = self.choose_transport(&spec, track, tracks)?;
         if self.session.is_none() {
             let id = new_session_id();
             self.server.put_session(SessionInfo {
@@ -309,41 +357,20 @@ impl Conn {
                 activity: Activity::new(),
                 role: Role::Reader {
                     stream: stream.clone(),
-                    tracks: vec![None; stream.tracks.len()],
+                    tracks: no_tracks,
                 },
                 udp_routes: Vec::new(),
             });
         }
-        let Some(Session {
-            role:
-                Role::Reader {
-                    tracks,
-                    stream: s_stream,
-                },
-            ..
-        }) = &self.session
-        else {
-            return Err(fail(
-                Status::METHOD_NOT_VALID_IN_THIS_STATE,
-                "not a reader session",
-            ));
-        };
-        if !Arc::ptr_eq(s_stream, &stream) {
-            // The publisher left and came back between two SETUPs: the old description is void.
-            return Err(fail(Status::NOT_FOUND, "the stream was replaced"));
-        }
-        let (transport, reply) = self.choose_transport(&spec, track, tracks)?;
-        let id = self
-            .session
-            .as_ref()
-            .map(|s| s.id.clone())
-            .unwrap_or_default();
+        let mut id = String::new();
         if let Some(Session {
+            id: sid,
             role: Role::Reader { tracks, .. },
             ..
         }) = self.session.as_mut()
         {
             tracks[track] = Some(transport);
+            id = sid.clone();
         }
         self.server.set_session_transport(&id, transport.name());
         let mut r = Response::new(Status::OK);
@@ -399,6 +426,23 @@ impl Conn {
                 // Media goes to the address the request came from, never to a `destination`
                 // the client names: that would make the server a traffic reflector.
                 let ip = self.peer.ip();
+                if !udp.reaches(&self.peer) {
+                    return Err(fail(
+                        Status::UNSUPPORTED_TRANSPORT,
+                        "UDP does not reach this address family",
+                    ));
+                }
+                let session = self.session.as_ref().map_or("", |s| s.id.as_str());
+                for (rtcp, port) in [(false, a), (true, b)] {
+                    if !udp.available(session, &(rtcp, SocketAddr::new(ip, port))) {
+                        // Another session (same host or NAT) uses these ports: the client can
+                        // fall back to TCP.
+                        return Err(fail(
+                            Status::UNSUPPORTED_TRANSPORT,
+                            "client ports in use by another session",
+                        ));
+                    }
+                }
                 reply.server_port = Some((udp.rtp_port, udp.rtp_port + 1));
                 reply.interleaved = None;
                 Ok((
@@ -456,7 +500,10 @@ impl Conn {
     fn play(&mut self, req: &Request) -> Result<Response> {
         self.check_session_header(req)?;
         let Some(session) = &self.session else {
-            return Err(fail(Status::SESSION_NOT_FOUND, "PLAY without SETUP"));
+            return Err(fail(
+                Status::METHOD_NOT_VALID_IN_THIS_STATE,
+                "PLAY without SETUP",
+            ));
         };
         let Role::Reader { stream, tracks } = &session.role else {
             return Err(fail(
@@ -469,6 +516,12 @@ impl Conn {
                 return Err(fail(Status(457), format!("unsupported range {range}")));
             }
         }
+        if tracks.iter().all(Option::is_none) {
+            return Err(fail(
+                Status::METHOD_NOT_VALID_IN_THIS_STATE,
+                "PLAY before any track was set up",
+            ));
+        }
         let base = self.base_url(&req.uri, &session.path);
         if self.playing.is_none() {
             let transport = tracks.iter().flatten().next().map_or("tcp", |t| t.name());
@@ -477,12 +530,18 @@ impl Conn {
                 peer: self.peer,
                 transport,
             };
-            let joined = stream
-                .join(info, self.cancel.clone())
-                .map_err(|e| match e {
-                    JoinError::Closed => fail(Status::NOT_FOUND, e.to_string()),
-                    JoinError::TooManyReaders => fail(Status::NOT_ENOUGH_BANDWIDTH, e.to_string()),
-                })?;
+            // After a PAUSE the reader has had the cached GOP already: it resumes at the next
+            // keyframe instead, so sequence numbers never go back.
+            let from_cache = !self.paused;
+            let joined =
+                stream
+                    .join(info, self.cancel.clone(), from_cache)
+                    .map_err(|e| match e {
+                        JoinError::Closed => fail(Status::NOT_FOUND, e.to_string()),
+                        JoinError::TooManyReaders => {
+                            fail(Status::NOT_ENOUGH_BANDWIDTH, e.to_string())
+                        }
+                    })?;
             let rtp_info: Vec<RtpInfo> = tracks
                 .iter()
                 .enumerate()
@@ -501,13 +560,16 @@ impl Conn {
                 for t in tracks.iter().flatten() {
                     if let TrackTransport::Udp { rtp, rtcp } = t {
                         for key in [(false, *rtp), (true, *rtcp)] {
-                            udp.add(
-                                key,
-                                Route::Read {
-                                    activity: session.activity.clone(),
-                                },
-                            );
-                            routes.push(key);
+                            let route = Route::Read {
+                                activity: session.activity.clone(),
+                            };
+                            // Checked free at SETUP; a lost race only costs this reader's
+                            // receiver reports as signs of life.
+                            if udp.add(&session.id, key, route).is_ok()
+                                && !session.udp_routes.contains(&key)
+                            {
+                                routes.push(key);
+                            }
                         }
                     }
                 }
@@ -539,10 +601,11 @@ impl Conn {
     fn pause(&mut self, req: &Request) -> Result<Response> {
         self.check_session_header(req)?;
         if self.session.is_none() {
-            return Err(fail(Status::SESSION_NOT_FOUND, "no session"));
+            return Err(fail(Status::METHOD_NOT_VALID_IN_THIS_STATE, "no session"));
         }
         if let Some(p) = self.playing.take() {
             p.stream.leave(p.id);
+            self.paused = true;
         }
         let mut r = Response::new(Status::OK);
         self.add_session_header(&mut r);
@@ -552,7 +615,10 @@ impl Conn {
     fn record(&mut self, req: &Request) -> Result<Response> {
         self.check_session_header(req)?;
         let Some(session) = &self.session else {
-            return Err(fail(Status::SESSION_NOT_FOUND, "RECORD without ANNOUNCE"));
+            return Err(fail(
+                Status::METHOD_NOT_VALID_IN_THIS_STATE,
+                "RECORD without ANNOUNCE",
+            ));
         };
         let Role::Publisher { tracks, .. } = &session.role else {
             return Err(fail(
@@ -576,7 +642,7 @@ impl Conn {
     fn teardown(&mut self, req: &Request) -> Result<Response> {
         self.check_session_header(req)?;
         if self.session.is_none() {
-            return Err(fail(Status::SESSION_NOT_FOUND, "no session"));
+            return Err(fail(Status::METHOD_NOT_VALID_IN_THIS_STATE, "no session"));
         }
         self.end_session();
         Ok(Response::new(Status::OK))

@@ -98,10 +98,12 @@ impl Registry {
             .add(&stream.counters);
     }
 
-    /// Traffic since the worker started: ended streams plus live ones.
+    /// Traffic since the worker started: ended streams plus live ones. Read under the paths
+    /// lock, as streams are retired under it, so a scrape never sees a stream in neither sum.
     pub fn totals(&self) -> Totals {
+        let paths = self.lock();
         let mut t = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        for p in self.lock().values() {
+        for p in paths.values() {
             t.add(&p.stream.counters);
         }
         t
@@ -163,8 +165,8 @@ impl Registry {
         let mut paths = self.lock();
         if paths.get(name).is_some_and(|p| p.source.session == session) {
             if let Some(p) = paths.remove(name) {
-                drop(paths);
                 self.retire(&p.stream);
+                drop(paths);
                 tracing::info!(path = name, "publisher left, path closed");
             }
         }
@@ -192,8 +194,8 @@ impl Registry {
 
     /// Closes every path (server going idle or stopping).
     pub fn close_all(&self) {
-        let all: Vec<PathEntry> = self.lock().drain().map(|(_, p)| p).collect();
-        for p in all {
+        let mut paths = self.lock();
+        for (_, p) in paths.drain() {
             self.retire(&p.stream);
         }
     }

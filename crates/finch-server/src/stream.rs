@@ -300,8 +300,14 @@ impl Stream {
         }
     }
 
-    /// Adds a reader: its queue starts with the GOP cache, then live packets follow.
-    pub fn join(&self, info: ReaderInfo, kick: CancellationToken) -> Result<Joined, JoinError> {
+    /// Adds a reader: its queue starts with the GOP cache (unless `from_cache` is false: then it
+    /// starts at the next keyframe), then live packets follow.
+    pub fn join(
+        &self,
+        info: ReaderInfo,
+        kick: CancellationToken,
+        from_cache: bool,
+    ) -> Result<Joined, JoinError> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(JoinError::Closed);
@@ -312,7 +318,8 @@ impl Stream {
         let capacity = self.params.reader_queue_packets.max(inner.gop.len() + 64);
         let (tx, rx) = mpsc::channel(capacity);
         let mut start: Vec<Option<(u16, u32)>> = vec![None; self.tracks.len()];
-        for p in &inner.gop {
+        let cached: &[Packet] = if from_cache { &inner.gop } else { &[] };
+        for p in cached {
             if start[p.track].is_none() {
                 if let Ok(h) = RtpHeader::parse(&p.data) {
                     start[p.track] = Some((h.sequence, h.timestamp));
@@ -332,7 +339,8 @@ impl Stream {
         inner.readers.push(Reader {
             id,
             tx,
-            dropping: false,
+            // Without the cache, wait for a keyframe so the reader starts on a whole picture.
+            dropping: !from_cache && self.video.is_some(),
             dropped_in_row: 0,
             kick,
             info,
@@ -421,22 +429,27 @@ mod tests {
         s.push(0, false, video(3, 3000, &[0x68]));
         s.push(0, false, video(4, 3000, &[0x65])); // IDR, same timestamp: same keyframe
         s.push(0, false, video(5, 6000, &[0x41]));
-        let mut j = s.join(info(), CancellationToken::new()).unwrap();
+        let mut j = s.join(info(), CancellationToken::new(), true).unwrap();
         assert_eq!(j.start[0], Some((2, 3000)));
         assert_eq!(j.start[1], None, "no audio seen yet");
         s.push(0, false, video(6, 9000, &[0x41]));
         assert_eq!(seqs(&mut j.rx), vec![2, 3, 4, 5, 6]);
         // A new keyframe replaces the cache.
         s.push(0, false, video(7, 12000, &[0x7c, 0x85]));
-        let mut j2 = s.join(info(), CancellationToken::new()).unwrap();
+        let mut j2 = s.join(info(), CancellationToken::new(), true).unwrap();
         assert_eq!(seqs(&mut j2.rx), vec![7]);
         assert_eq!(s.in_band_parameter_sets().unwrap().1.len(), 2);
+        // A reader coming back from PAUSE skips the cache and waits for the next keyframe.
+        let mut j3 = s.join(info(), CancellationToken::new(), false).unwrap();
+        s.push(0, false, video(8, 15000, &[0x41]));
+        s.push(0, false, video(9, 18000, &[0x65]));
+        assert_eq!(seqs(&mut j3.rx), vec![9]);
     }
 
     #[test]
     fn slow_reader_drops_whole_frames_until_the_next_keyframe() {
         let s = Stream::new(Sdp::parse(SDP).unwrap(), params(16));
-        let mut j = s.join(info(), CancellationToken::new()).unwrap();
+        let mut j = s.join(info(), CancellationToken::new(), true).unwrap();
         // The queue holds at least the GOP cache plus 64 packets.
         let capacity = j.rx.max_capacity() as u16;
         assert_eq!(capacity, 64);
@@ -458,7 +471,7 @@ mod tests {
     fn reader_that_never_catches_up_is_kicked_and_publisher_goes_on() {
         let s = Stream::new(Sdp::parse(SDP).unwrap(), params(16));
         let kick = CancellationToken::new();
-        let _j = s.join(info(), kick.clone()).unwrap();
+        let _j = s.join(info(), kick.clone(), true).unwrap();
         for i in 0..200u16 {
             s.push(0, false, video(i, u32::from(i), &[0x41]));
         }
@@ -469,14 +482,14 @@ mod tests {
     #[test]
     fn close_ends_every_reader() {
         let s = Stream::new(Sdp::parse(SDP).unwrap(), params(16));
-        let mut j = s.join(info(), CancellationToken::new()).unwrap();
+        let mut j = s.join(info(), CancellationToken::new(), true).unwrap();
         s.close();
         assert!(matches!(
             j.rx.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
         assert!(matches!(
-            s.join(info(), CancellationToken::new()),
+            s.join(info(), CancellationToken::new(), true),
             Err(JoinError::Closed)
         ));
     }

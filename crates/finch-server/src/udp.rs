@@ -3,12 +3,16 @@
 //!
 //! A publisher's UDP SETUP adds routes from its client RTP/RTCP addresses to its stream and track;
 //! a reader's adds routes that only count as signs of life (receiver reports, hole punching).
-//! The receive loops read each datagram once into a large shared buffer and split it off as a
-//! `Bytes` (no copy), which the stream then fans out.
+//! Each route belongs to one session: another session cannot take or remove it.
+//!
+//! The receive loops read into one reusable buffer and copy each datagram once into a `Bytes`
+//! of its exact size, which the stream then fans out without further copies. Splitting datagrams
+//! off a shared chunk instead would save that copy but let one cached packet pin a whole chunk
+//! of every publisher's traffic, breaking the GOP cache's memory bound.
 
 use crate::activity::Activity;
 use crate::stream::Stream;
-use bytes::BytesMut;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -37,6 +41,17 @@ pub enum Route {
 /// A route key: which socket (RTP or RTCP) and the peer's address.
 pub type RouteKey = (bool, SocketAddr);
 
+/// Why a route could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Another session receives from or sends to that address already.
+    #[error("the address is in use by another session")]
+    Taken,
+    /// The peer's address family cannot be reached from the shared sockets.
+    #[error("the UDP sockets cannot reach this address family")]
+    Unreachable,
+}
+
 /// The shared sockets and the routing table.
 pub struct Udp {
     /// The RTP socket (even port).
@@ -45,16 +60,16 @@ pub struct Udp {
     pub rtcp: Arc<UdpSocket>,
     /// The RTP port, as told to clients.
     pub rtp_port: u16,
-    routes: RwLock<HashMap<RouteKey, Route>>,
+    routes: RwLock<HashMap<RouteKey, (String, Route)>>,
 }
 
-/// Datagrams are received into chunks of this size; a chunk is replaced once less than a
-/// maximum datagram fits, so at most 64 KiB of each MiB is left unused.
-const CHUNK: usize = 1 << 20;
+/// The largest UDP datagram.
 const MAX_DATAGRAM: usize = 65536;
 
 impl Udp {
     /// Wraps two bound sockets.
+    ///
+    /// Both must be non-blocking tokio sockets.
     pub fn new(rtp: UdpSocket, rtcp: UdpSocket) -> std::io::Result<Udp> {
         let rtp_port = rtp.local_addr()?.port();
         Ok(Udp {
@@ -65,20 +80,47 @@ impl Udp {
         })
     }
 
-    /// Adds a route.
-    pub fn add(&self, key: RouteKey, route: Route) {
-        self.routes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, route);
+    /// Whether media can be sent to this peer from the shared sockets.
+    pub fn reaches(&self, peer: &SocketAddr) -> bool {
+        match self.rtp.local_addr() {
+            // An IPv4 socket cannot send to IPv6 peers; an IPv6 one bound to `::` is dual-stack.
+            Ok(local) => local.is_ipv6() || peer.is_ipv4(),
+            Err(_) => false,
+        }
     }
 
-    /// Removes routes.
-    pub fn remove(&self, keys: &[RouteKey]) {
+    /// Adds (or refreshes) a route owned by `session`.
+    pub fn add(&self, session: &str, key: RouteKey, route: Route) -> Result<(), RouteError> {
+        if !self.reaches(&key.1) {
+            return Err(RouteError::Unreachable);
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        match routes.get(&key) {
+            Some((owner, _)) if owner != session => Err(RouteError::Taken),
+            _ => {
+                routes.insert(key, (session.to_owned(), route));
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes the routes of `session` among `keys`.
+    pub fn remove(&self, session: &str, keys: &[RouteKey]) {
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
         for k in keys {
-            routes.remove(k);
+            if routes.get(k).is_some_and(|(owner, _)| owner == session) {
+                routes.remove(k);
+            }
         }
+    }
+
+    /// Whether `key` is free for `session` (unused, or its own).
+    pub fn available(&self, session: &str, key: &RouteKey) -> bool {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_none_or(|(owner, _)| owner == session)
     }
 
     fn route(&self, key: &RouteKey) -> Option<Route> {
@@ -86,7 +128,7 @@ impl Udp {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(key)
-            .cloned()
+            .map(|(_, r)| r.clone())
     }
 
     /// Runs both receive loops until `cancel` fires.
@@ -102,25 +144,21 @@ impl Udp {
         } else {
             self.rtp.clone()
         };
-        let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
-            if buf.capacity() - buf.len() < MAX_DATAGRAM {
-                buf = BytesMut::with_capacity(CHUNK);
-            }
-            let from = tokio::select! {
+            let (n, from) = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = socket.recv_buf_from(&mut buf) => match r {
-                    Ok((_, from)) => from,
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
                     Err(e) => {
                         // ICMP port unreachable from a reader that went away surfaces here on
                         // Linux; it concerns one peer, not the socket.
                         tracing::debug!(error = %e, rtcp, "UDP receive error");
-                        buf.clear();
                         continue;
                     }
                 },
             };
-            let data = buf.split().freeze();
+            let data = Bytes::copy_from_slice(&buf[..n]);
             match self.route(&(rtcp, from)) {
                 Some(Route::Publish {
                     stream,
