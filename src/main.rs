@@ -179,15 +179,75 @@ fn supervisor(cli: &Cli, config: Config, log: logging::Logging) -> i32 {
         config,
         sockets: finch_server::inherit::into_fds(listeners),
         reopen_logs: Box::new(move || log.reopen()),
-        binder: Box::new(|c| {
-            finch_server::bind(c)
-                .map(finch_server::inherit::into_fds)
-                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
-        }),
+        binder: Box::new(rebind),
     })
 }
 
+/// The supervisor's rebinding after a reload: each group of sockets (RTSP, admin, UDP) whose
+/// addresses are unchanged is kept as it is; the others are bound anew.
+fn rebind(
+    old: &Config,
+    new: &Config,
+    held: finch_supervisor::Sockets,
+) -> Result<finch_supervisor::Sockets, (String, finch_supervisor::Sockets)> {
+    let same_rtsp =
+        old.rtsp.listen_addresses == new.rtsp.listen_addresses && old.rtsp.port == new.rtsp.port;
+    let same_admin = old.admin.enabled == new.admin.enabled && old.admin.listen == new.admin.listen;
+    let same_udp = old.rtsp.udp == new.rtsp.udp
+        && old.rtsp.rtp_port == new.rtsp.rtp_port
+        && old.rtsp.listen_addresses.first() == new.rtsp.listen_addresses.first();
+    let fresh = (|| -> Result<finch_server::Listeners, finch_server::ServerError> {
+        Ok(finch_server::Listeners {
+            rtsp: if same_rtsp {
+                Vec::new()
+            } else {
+                finch_server::bind_rtsp(new)?
+            },
+            admin: if same_admin {
+                None
+            } else {
+                finch_server::bind_admin(new)?
+            },
+            udp: if same_udp {
+                None
+            } else {
+                finch_server::bind_udp(new)?
+            },
+        })
+    })();
+    let fresh = match fresh {
+        Ok(f) => finch_server::inherit::into_fds(f),
+        Err(e) => return Err((format!("{:#}", anyhow::Error::from(e)), held)),
+    };
+    let keep = |name: &str| match name {
+        "rtsp" => same_rtsp,
+        "admin" => same_admin,
+        _ => same_udp,
+    };
+    let mut out: finch_supervisor::Sockets = held.into_iter().filter(|(n, _)| keep(n)).collect();
+    out.extend(fresh);
+    // The order the worker expects: rtsp…, admin, rtp, rtcp.
+    out.sort_by_key(|(n, _)| match n.as_str() {
+        "rtsp" => 0,
+        "admin" => 1,
+        "rtp" => 2,
+        _ => 3,
+    });
+    Ok(out)
+}
+
 fn foreground_worker(cli: Cli, config: Config, log: logging::Logging) -> i32 {
+    // In --foreground the pid file holds the worker's pid (there is no supervisor).
+    let _pid_file = match config.supervisor.pid_file.as_str() {
+        "" => None,
+        path => match finch_supervisor::pidfile::PidFile::create(path.as_ref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("finch: cannot run: cannot write the pid file {path}: {e}");
+                return exit::CANNOT_RUN;
+            }
+        },
+    };
     let listeners = match finch_server::inherit::take_from_env(true) {
         Some(fds) => finch_server::inherit::from_fds(fds),
         None => match finch_server::bind(&config) {

@@ -523,3 +523,79 @@ fn foreground_mode_speaks_sd_notify() {
     }
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn pid_files_hold_the_supervisor_or_the_foreground_worker_and_go_away_at_exit() {
+    let dir = temp_dir("pidfiles");
+    for (mode, supervised) in [("supervised", true), ("foreground", false)] {
+        let pid_file = dir.join(format!("{mode}.pid"));
+        let extra = format!("[supervisor]\npid_file = \"{}\"\n", pid_file.display());
+        let mut f = if supervised {
+            Finch::start_supervised(&format!("pid-{mode}"), &extra)
+        } else {
+            Finch::start(&format!("pid-{mode}"), &extra)
+        };
+        let written: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(written, f.pid(), "{mode}");
+        if supervised {
+            assert_ne!(u64::from(written), worker_pid(&f));
+        } else {
+            assert_eq!(u64::from(written), worker_pid(&f));
+        }
+        f.signal(libc::SIGTERM);
+        assert_eq!(f.wait_exit(Duration::from_secs(15)), Some(0));
+        assert!(!pid_file.exists(), "{mode}: pid file left behind");
+    }
+}
+
+#[test]
+fn the_api_restarts_the_worker_gracefully() {
+    let f = Finch::start_supervised("apirestart", "");
+    let old = worker_pid(&f);
+    let (status, _) = http(f.admin_port, "POST", "/api/v1/server/restart", "").unwrap();
+    assert_eq!(status, 202);
+    let s = wait_restart(&f, old, 0);
+    let newest = s["restarts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(newest["reason"], "requested");
+    assert_eq!(s["worker"]["generation"], 2);
+    // Graceful restarts do not count towards the crash loop, and the metrics say why.
+    let metrics = http(f.admin_port, "GET", "/metrics", "").unwrap().1;
+    assert!(
+        metrics.contains("finch_worker_restarts_total{reason=\"requested\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_reload_that_moves_the_rtsp_port_rebinds_and_restarts_gracefully() {
+    let f = Finch::start_supervised("rebind", "");
+    let old = worker_pid(&f);
+    let new_port = free_tcp_port();
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    let moved = text.replace(
+        &format!("port = {}\n", f.rtsp_port),
+        &format!("port = {new_port}\n"),
+    );
+    assert_ne!(moved, text);
+    std::fs::write(f.config_path(), moved).unwrap();
+    f.signal(libc::SIGHUP);
+    let s = wait_restart(&f, old, 0);
+    assert_eq!(
+        s["restarts"].as_array().unwrap().last().unwrap()["reason"],
+        "requested"
+    );
+    let mut raw = Raw::connect(new_port);
+    assert_eq!(raw.request("OPTIONS", "*", 1, &[], "").status, 200);
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect((
+            "127.0.0.1",
+            f.rtsp_port
+        ))
+        .is_err()),
+        "the old port still accepts"
+    );
+}

@@ -74,46 +74,63 @@ pub enum ServerError {
 
 /// Binds every socket the config asks for.
 pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    Ok(Listeners {
+        rtsp: bind_rtsp(config)?,
+        admin: bind_admin(config)?,
+        udp: bind_udp(config)?,
+    })
+}
+
+/// The RTSP listeners.
+pub fn bind_rtsp(config: &Config) -> Result<Vec<std::net::TcpListener>, ServerError> {
     let mut rtsp = Vec::new();
     for a in &config.rtsp.listen_addresses {
         let ip: IpAddr = a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let addr = SocketAddr::new(ip, config.rtsp.port);
         rtsp.push(bind_tcp(addr, "the RTSP listener")?);
     }
-    let admin = if config.admin.enabled {
-        let addr: SocketAddr = config
-            .admin
-            .listen
-            .parse()
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
-        Some(bind_tcp(addr, "the admin HTTP listener")?)
-    } else {
-        None
-    };
-    let udp = if config.rtsp.udp {
-        let ip: IpAddr = config
-            .rtsp
-            .listen_addresses
-            .first()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let rtp_addr = SocketAddr::new(ip, config.rtsp.rtp_port);
-        let rtcp_addr = SocketAddr::new(ip, config.rtsp.rtp_port + 1);
-        let rtp = std::net::UdpSocket::bind(rtp_addr).map_err(|source| ServerError::Bind {
-            what: "the RTP socket",
-            addr: rtp_addr,
-            source,
-        })?;
-        let rtcp = std::net::UdpSocket::bind(rtcp_addr).map_err(|source| ServerError::Bind {
-            what: "the RTCP socket",
-            addr: rtcp_addr,
-            source,
-        })?;
-        Some((rtp, rtcp))
-    } else {
-        None
-    };
-    Ok(Listeners { rtsp, admin, udp })
+    Ok(rtsp)
+}
+
+/// The admin HTTP listener, if enabled.
+pub fn bind_admin(config: &Config) -> Result<Option<std::net::TcpListener>, ServerError> {
+    if !config.admin.enabled {
+        return Ok(None);
+    }
+    let addr: SocketAddr = config
+        .admin
+        .listen
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    Ok(Some(bind_tcp(addr, "the admin HTTP listener")?))
+}
+
+/// The shared RTP/RTCP pair, if UDP is on.
+pub fn bind_udp(
+    config: &Config,
+) -> Result<Option<(std::net::UdpSocket, std::net::UdpSocket)>, ServerError> {
+    if !config.rtsp.udp {
+        return Ok(None);
+    }
+    let ip: IpAddr = config
+        .rtsp
+        .listen_addresses
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let rtp_addr = SocketAddr::new(ip, config.rtsp.rtp_port);
+    let rtcp_addr = SocketAddr::new(ip, config.rtsp.rtp_port + 1);
+    let rtp = std::net::UdpSocket::bind(rtp_addr).map_err(|source| ServerError::Bind {
+        what: "the RTP socket",
+        addr: rtp_addr,
+        source,
+    })?;
+    let rtcp = std::net::UdpSocket::bind(rtcp_addr).map_err(|source| ServerError::Bind {
+        what: "the RTCP socket",
+        addr: rtcp_addr,
+        source,
+    })?;
+    Ok(Some((rtp, rtcp)))
 }
 
 fn bind_tcp(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, ServerError> {

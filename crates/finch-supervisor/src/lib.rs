@@ -44,8 +44,13 @@ pub const EXIT_RESTART_ME: i32 = 254;
 /// Exit code: the crash-loop limit was reached.
 pub const EXIT_GAVE_UP: i32 = 3;
 
-/// Binds the sockets a config asks for, as (name, descriptor) pairs in `LISTEN_FDNAMES` order.
-pub type Binder = Box<dyn Fn(&Config) -> Result<Vec<(String, OwnedFd)>, String>>;
+/// Sockets as (name, descriptor) pairs in `LISTEN_FDNAMES` order.
+pub type Sockets = Vec<(String, OwnedFd)>;
+
+/// Rebinds for a changed config: given the old config, the new one and the sockets held now,
+/// returns the sockets for the new config (reusing those whose addresses did not change: the
+/// running worker still listens on them, so binding them again would fail).
+pub type Binder = Box<dyn Fn(&Config, &Config, Sockets) -> Result<Sockets, (String, Sockets)>>;
 
 /// What the supervisor needs from the binary.
 pub struct Options {
@@ -460,11 +465,9 @@ impl Supervisor {
             || old.admin.enabled != new.admin.enabled
             || old.admin.listen != new.admin.listen;
         if sockets_changed {
-            // Release the old sockets first where the new config reuses an address.
-            let old_sockets = std::mem::take(&mut self.opts.sockets);
-            match (self.opts.binder)(&new) {
+            let held = std::mem::take(&mut self.opts.sockets);
+            match (self.opts.binder)(&old, &new, held) {
                 Ok(s) => {
-                    drop(old_sockets);
                     self.opts.sockets = s;
                     tracing::info!(
                         "listen addresses changed: rebound; restarting the worker gracefully"
@@ -473,8 +476,8 @@ impl Supervisor {
                         return Some(code);
                     }
                 }
-                Err(e) => {
-                    self.opts.sockets = old_sockets;
+                Err((e, held)) => {
+                    self.opts.sockets = held;
                     tracing::error!(error = %e, "cannot bind the new listen addresses; keeping the old sockets");
                 }
             }
