@@ -111,7 +111,6 @@ pub struct Finch {
     child: Child,
     pub rtsp_port: u16,
     pub admin_port: u16,
-    #[allow(dead_code)] // kept for tests that speak RTP to the server directly
     pub rtp_port: u16,
     pub dir: PathBuf,
 }

@@ -8,5 +8,6 @@ mod admin;
 mod cli;
 mod harness;
 mod malformed;
+mod players;
 mod relay;
 mod supervisor;

@@ -146,6 +146,9 @@ struct Inner {
     last: Vec<Option<(u16, u32)>>,
     /// H.264 SPS/PPS seen in-band on the video track, newest of each kind.
     param_sets: Vec<Bytes>,
+    /// The publisher's last RTCP sender report per track: a joining reader gets it first, so
+    /// players can sync audio and video without waiting for the next one (often 5 s away).
+    last_sr: Vec<Option<Bytes>>,
     closed: bool,
 }
 
@@ -172,6 +175,7 @@ impl Stream {
             .find_map(|(i, t)| VideoCodec::from_encoding(&t.codec).map(|c| (i, c)));
         let inner = Inner {
             last: vec![None; tracks.len()],
+            last_sr: vec![None; tracks.len()],
             ..Inner::default()
         };
         Stream {
@@ -203,7 +207,16 @@ impl Stream {
         self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.lock();
         let mut key = false;
-        if !rtcp {
+        if rtcp {
+            match finch_proto::rtcp::packet_types(&data) {
+                Ok(types) if types.contains(&finch_proto::rtcp::SENDER_REPORT) => {
+                    inner.last_sr[track] = Some(data.clone());
+                }
+                Ok(_) => {}
+                // Not RTCP: not worth a reader's bandwidth.
+                Err(_) => return,
+            }
+        } else {
             let Ok(h) = RtpHeader::parse(&data) else {
                 return;
             };
@@ -315,9 +328,21 @@ impl Stream {
         if inner.readers.len() >= self.params.max_readers {
             return Err(JoinError::TooManyReaders);
         }
-        let capacity = self.params.reader_queue_packets.max(inner.gop.len() + 64);
+        let capacity = self
+            .params
+            .reader_queue_packets
+            .max(inner.gop.len() + inner.last_sr.len() + 64);
         let (tx, rx) = mpsc::channel(capacity);
         let mut start: Vec<Option<(u16, u32)>> = vec![None; self.tracks.len()];
+        for (track, sr) in inner.last_sr.iter().enumerate() {
+            if let Some(data) = sr {
+                let _ = tx.try_send(Packet {
+                    track,
+                    rtcp: true,
+                    data: data.clone(),
+                });
+            }
+        }
         let cached: &[Packet] = if from_cache { &inner.gop } else { &[] };
         for p in cached {
             if start[p.track].is_none() {
@@ -450,9 +475,9 @@ mod tests {
     fn slow_reader_drops_whole_frames_until_the_next_keyframe() {
         let s = Stream::new(Sdp::parse(SDP).unwrap(), params(16));
         let mut j = s.join(info(), CancellationToken::new(), true).unwrap();
-        // The queue holds at least the GOP cache plus 64 packets.
+        // The queue holds at least the GOP cache and a sender report per track, plus 64.
         let capacity = j.rx.max_capacity() as u16;
-        assert_eq!(capacity, 64);
+        assert_eq!(capacity, 64 + 2);
         s.push(0, false, video(1, 0, &[0x65]));
         for i in 2..=100u16 {
             s.push(0, false, video(i, u32::from(i) * 10, &[0x41]));
@@ -464,7 +489,8 @@ mod tests {
         s.push(0, false, video(102, 1020, &[0x65]));
         s.push(0, false, video(103, 1030, &[0x41]));
         assert_eq!(seqs(&mut j.rx), vec![102, 103]);
-        assert_eq!(s.counters.packets_dropped.load(Ordering::Relaxed), 37);
+        let dropped = u64::from(100 - capacity) + 1;
+        assert_eq!(s.counters.packets_dropped.load(Ordering::Relaxed), dropped);
     }
 
     #[test]
@@ -477,6 +503,22 @@ mod tests {
         }
         assert!(kick.is_cancelled());
         assert_eq!(s.reader_count(), 0);
+    }
+
+    #[test]
+    fn a_joining_reader_gets_the_last_sender_report_first() {
+        let s = Stream::new(Sdp::parse(SDP).unwrap(), params(16));
+        // SR with no report blocks: header + sender info = 28 bytes, length field 6.
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.extend_from_slice(&[0; 24]);
+        s.push(1, true, Bytes::from(sr.clone()));
+        s.push(1, true, Bytes::from_static(b"junk")); // not RTCP: dropped, not relayed
+        s.push(0, false, video(1, 0, &[0x65]));
+        let mut j = s.join(info(), CancellationToken::new(), true).unwrap();
+        let first = j.rx.try_recv().unwrap();
+        assert!(first.rtcp && first.track == 1 && first.data[..] == sr[..]);
+        assert!(!j.rx.try_recv().unwrap().rtcp);
+        assert!(j.rx.try_recv().is_err());
     }
 
     #[test]
