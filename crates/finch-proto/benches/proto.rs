@@ -23,6 +23,11 @@ fn parse(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same request through the rtsp-types crate, for the comparison behind writing the
+    // parser by hand (see rtsp/parser.rs).
+    g.bench_function("parse_setup_request_rtsp_types", |b| {
+        b.iter(|| black_box(rtsp_types::Message::<Vec<u8>>::parse(black_box(SETUP)).ok()))
+    });
     // 100 interleaved RTP frames of 1400 bytes, as a TCP publisher sends them.
     let rtp = build_packet(96, false, 1, 2, 3, &[0x41; 1388]);
     let mut stream = Vec::new();
@@ -53,6 +58,15 @@ fn rtp(c: &mut Criterion) {
     let slice = build_packet(96, true, 1, 2, 3, &[0x41; 1388]);
     g.bench_function("header", |b| {
         b.iter(|| black_box(RtpHeader::parse(black_box(&slice))))
+    });
+    // The same through the rtp-types crate (see rtp.rs for why Finch keeps its own view).
+    g.bench_function("header_rtp_types", |b| {
+        b.iter(|| {
+            black_box(
+                rtp_types::RtpPacket::parse(black_box(&slice[..]))
+                    .map(|p| (p.sequence_number(), p.timestamp(), p.payload().len())),
+            )
+        })
     });
     g.bench_function("h264_keyframe_fu_a", |b| {
         b.iter(|| {

@@ -13,7 +13,9 @@
 //!
 //! Written by hand rather than with `rtsp-types`: that crate parses whole messages but has no
 //! configurable input limits and reports failures without the RTSP status to answer (413, 414,
-//! 505 …) or a way to resynchronise after a bad message; those are this parser's whole job.
+//! 505 …) or a way to resynchronise after a bad message; those are this parser's whole job. It
+//! is also slower on a typical SETUP: 918 ns against 447 ns here (`cargo bench -p finch-proto
+//! -- rtsp/`, one run on the 2-core dev machine).
 
 use super::message::{Headers, Item, Method, Request, Response, Status};
 use bytes::{Buf, BytesMut};
