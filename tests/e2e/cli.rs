@@ -143,3 +143,35 @@ fn log_file_reopens_on_sigusr1_level_follows_reload_and_status_lines_print() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn flags_beat_environment_beat_file() {
+    let dir = temp_dir("precedence");
+    let file = dir.join("f.toml");
+    std::fs::write(
+        &file,
+        "[rtsp]\nport = 7001\nsession_timeout_secs = 30\n[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
+    let out = finch()
+        .args(["--print-config", "--rtsp-port", "7003", "--config"])
+        .arg(&file)
+        .env("FINCH_RTSP__PORT", "7002")
+        .env("FINCH_RTSP__SESSION_TIMEOUT_SECS", "40")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\nport = 7003\n"),
+        "flag over environment:\n{text}"
+    );
+    assert!(
+        text.contains("\nsession_timeout_secs = 40\n"),
+        "environment over file:\n{text}"
+    );
+    assert!(
+        text.contains("\nlevel = \"warn\"\n"),
+        "file over defaults:\n{text}"
+    );
+}

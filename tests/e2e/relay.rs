@@ -571,3 +571,77 @@ fn two_sessions_cannot_share_client_udp_ports() {
     );
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn describe_adds_parameter_sets_a_publisher_sent_only_in_band() {
+    let finch = Finch::start("inband", "");
+    for (path, encoding, sets, expect) in [
+        (
+            "live/h264",
+            "H264",
+            vec![vec![0x67u8, 1, 2, 3], vec![0x68, 4, 5]],
+            vec!["sprop-parameter-sets=ZwECAw==,aAQF"],
+        ),
+        (
+            "live/h265",
+            "H265",
+            vec![
+                vec![32 << 1, 1, 9],
+                vec![33 << 1, 1, 8],
+                vec![34 << 1, 1, 7],
+            ],
+            vec!["sprop-vps=QAEJ", "sprop-sps=QgEI", "sprop-pps=RAEH"],
+        ),
+    ] {
+        let mut publisher = Raw::connect(finch.rtsp_port);
+        let sdp = format!("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 {encoding}/90000\r\na=control:trackID=0\r\n");
+        let r = publisher.request(
+            "ANNOUNCE",
+            &finch.url(path),
+            1,
+            &["Content-Type: application/sdp"],
+            &sdp,
+        );
+        assert_eq!(r.status, 200);
+        let session = format!(
+            "Session: {}",
+            r.header("Session").unwrap().split(';').next().unwrap()
+        );
+        let r = publisher.request(
+            "SETUP",
+            &format!("{}/trackID=0", finch.url(path)),
+            2,
+            &[
+                "Transport: RTP/AVP/TCP;unicast;interleaved=0-1;mode=record",
+                &session,
+            ],
+            "",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            publisher
+                .request("RECORD", &finch.url(path), 3, &[&session], "")
+                .status,
+            200
+        );
+        for (i, nal) in sets.iter().enumerate() {
+            let mut p = vec![0x80, 96, 0, i as u8, 0, 0, 0, 1, 0, 0, 0, 7];
+            p.extend_from_slice(nal);
+            let mut frame = vec![b'$', 0, 0, p.len() as u8];
+            frame.extend_from_slice(&p);
+            publisher.send(&frame);
+        }
+        let mut reader = Raw::connect(finch.rtsp_port);
+        let ok = wait_until(Duration::from_secs(5), || {
+            let r = reader.request("DESCRIBE", &finch.url(path), 1, &[], "");
+            expect.iter().all(|e| r.body.contains(e))
+        });
+        assert!(
+            ok,
+            "{path}: {:?}",
+            reader
+                .request("DESCRIBE", &finch.url(path), 2, &[], "")
+                .body
+        );
+    }
+}

@@ -284,15 +284,17 @@ fn a_crash_loop_gives_up_with_exit_3() {
 }
 
 #[test]
-fn sigterm_stops_supervisor_and_worker_with_exit_0() {
-    let mut f = Finch::start_supervised("term", "");
-    let worker = worker_pid(&f) as i32;
-    f.signal(libc::SIGTERM);
-    assert_eq!(f.wait_exit(Duration::from_secs(15)), Some(0), "{}", f.log());
-    // SAFETY: signal 0 only checks whether the process exists.
-    assert!(wait_until(Duration::from_secs(5), || unsafe {
-        libc::kill(worker, 0)
-    } != 0));
+fn sigterm_and_sigint_stop_supervisor_and_worker_with_exit_0() {
+    // DSS restarted on SIGINT; Finch stops, so Ctrl-C in a terminal stops the server.
+    for (name, sig) in [("term", libc::SIGTERM), ("int", libc::SIGINT)] {
+        let mut f = Finch::start_supervised(name, "");
+        let worker = worker_pid(&f) as i32;
+        f.signal(sig);
+        assert_eq!(f.wait_exit(Duration::from_secs(15)), Some(0), "{}", f.log());
+        // SAFETY: signal 0 only checks whether the process exists.
+        let gone = || unsafe { libc::kill(worker, 0) } != 0;
+        assert!(wait_until(Duration::from_secs(5), gone));
+    }
 }
 
 #[test]
@@ -392,6 +394,34 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     f.wait_path_ready("live/h");
     let pid = worker_pid(&f);
     let original = std::fs::read_to_string(f.config_path()).unwrap();
+    // A reader playing across both reloads.
+    let mut reader = Raw::connect(f.rtsp_port);
+    let r = reader.request(
+        "SETUP",
+        &f.url("live/h/trackID=0"),
+        1,
+        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+        "",
+    );
+    let id = r
+        .header("Session")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        reader
+            .request(
+                "PLAY",
+                &f.url("live/h"),
+                2,
+                &[&format!("Session: {id}")],
+                ""
+            )
+            .status,
+        200
+    );
     // A broken file: refused, old config kept, nothing restarted, the stream goes on.
     std::fs::write(
         f.config_path(),
@@ -437,6 +467,9 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
         == 2048));
     assert_eq!(worker_pid(&f), pid);
     assert_eq!(server(&f)["restarts_total"], 0);
+    // The reader kept receiving through both.
+    let seqs = read_rtp_seqs(&mut reader, 0, Duration::from_secs(2));
+    assert!(seqs.len() > 20, "the reader stopped receiving: {seqs:?}");
 }
 
 #[test]

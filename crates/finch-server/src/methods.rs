@@ -709,33 +709,50 @@ fn publisher_track(uri: &str, sdp: &Sdp) -> Option<usize> {
     (sdp.media.len() == 1).then_some(0)
 }
 
-/// DESCRIBE advertises in-band H.264 SPS/PPS when the publisher's SDP had none, so players
-/// can set up their decoder before the first keyframe arrives.
+/// DESCRIBE advertises in-band parameter sets when the publisher's SDP had none, so players
+/// can set up their decoder before the first keyframe arrives: H.264's `sprop-parameter-sets`
+/// (RFC 6184 §8.1), H.265's `sprop-vps`/`sprop-sps`/`sprop-pps` (RFC 7798 §7.1).
 fn add_in_band_parameter_sets(sdp: &mut Sdp, stream: &Stream) {
+    use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
-    let Some((track, sets)) = stream.in_band_parameter_sets() else {
+    use finch_proto::codec::{h264, h265, VideoCodec};
+    let Some((track, codec, mut sets)) = stream.in_band_parameter_sets() else {
         return;
     };
     let Some(media) = sdp.media.get_mut(track) else {
         return;
     };
     let fmtp = media.fmtp().unwrap_or_default().to_owned();
-    if fmtp.contains("sprop-parameter-sets") {
-        return;
-    }
-    let mut sets = sets;
-    // SPS first, then PPS, as RFC 6184 §8.1 lists them.
-    sets.sort_by_key(|s| !finch_proto::codec::h264::is_sps(s));
-    let encoded: Vec<String> = sets
-        .iter()
-        .map(|s| base64::engine::general_purpose::STANDARD.encode(s))
-        .collect();
+    let added: Vec<String> = match codec {
+        VideoCodec::H264 => {
+            if fmtp.contains("sprop-parameter-sets") {
+                return;
+            }
+            // SPS first, then PPS, as RFC 6184 §8.1 lists them.
+            sets.sort_by_key(|s| !h264::is_sps(s));
+            let encoded: Vec<String> = sets.iter().map(|s| STANDARD.encode(s)).collect();
+            vec![format!("sprop-parameter-sets={}", encoded.join(","))]
+        }
+        VideoCodec::H265 => {
+            if fmtp.contains("sprop-sps") {
+                return;
+            }
+            let mut out = Vec::new();
+            for name in ["sprop-vps", "sprop-sps", "sprop-pps"] {
+                if let Some(set) = sets.iter().find(|s| h265::sprop_name(s) == Some(name)) {
+                    out.push(format!("{name}={}", STANDARD.encode(set)));
+                }
+            }
+            out
+        }
+    };
     let mut params = fmtp;
-    if !params.is_empty() {
-        params.push_str("; ");
+    for a in added {
+        if !params.is_empty() {
+            params.push_str("; ");
+        }
+        params.push_str(&a);
     }
-    params.push_str("sprop-parameter-sets=");
-    params.push_str(&encoded.join(","));
     media.set_fmtp(&params);
 }
 

@@ -201,11 +201,15 @@ impl Stream {
             return;
         }
         let len = data.len();
+        let mut inner = self.lock();
+        if inner.closed {
+            // Late packets for an ended stream (a route not yet removed): nobody to send to.
+            return;
+        }
         self.counters
             .bytes_in
             .fetch_add(len as u64, Ordering::Relaxed);
         self.counters.packets_in.fetch_add(1, Ordering::Relaxed);
-        let mut inner = self.lock();
         let mut key = false;
         if rtcp {
             match finch_proto::rtcp::packet_types(&data) {
@@ -224,15 +228,20 @@ impl Stream {
             match self.video {
                 Some((vt, codec)) if vt == track => {
                     let payload = &data[h.payload.clone()];
-                    if codec == VideoCodec::H264 {
-                        for ps in finch_proto::codec::h264::parameter_sets(payload) {
-                            let ps = data.slice_ref(ps);
-                            let kind = ps.first().map(|b| b & 0x1f);
-                            inner
-                                .param_sets
-                                .retain(|p| p.first().map(|b| b & 0x1f) != kind);
-                            inner.param_sets.push(ps);
-                        }
+                    let sets = match codec {
+                        VideoCodec::H264 => finch_proto::codec::h264::parameter_sets(payload),
+                        VideoCodec::H265 => finch_proto::codec::h265::parameter_sets(payload),
+                    };
+                    for ps in sets {
+                        // The NAL type is in the first byte for both codecs (H.265: bits 1-6).
+                        let kind = |p: &[u8]| match codec {
+                            VideoCodec::H264 => p.first().map(|b| b & 0x1f),
+                            VideoCodec::H265 => p.first().map(|b| (b >> 1) & 0x3f),
+                        };
+                        let k = kind(ps);
+                        inner.param_sets.retain(|p| kind(p) != k);
+                        // A copy of a few bytes, so a kept parameter set never pins a packet.
+                        inner.param_sets.push(Bytes::copy_from_slice(ps));
                     }
                     key = codec.starts_keyframe(payload) && inner.key_ts != Some(h.timestamp);
                     if key {
@@ -398,14 +407,12 @@ impl Stream {
         self.lock().readers.len()
     }
 
-    /// H.264 SPS/PPS seen in-band, for a DESCRIBE whose SDP lacks them.
-    pub fn in_band_parameter_sets(&self) -> Option<(usize, Vec<Bytes>)> {
+    /// Parameter sets seen in-band (H.264 SPS/PPS, H.265 VPS/SPS/PPS), for a DESCRIBE whose
+    /// SDP lacks them: the video track, its codec and the sets.
+    pub fn in_band_parameter_sets(&self) -> Option<(usize, VideoCodec, Vec<Bytes>)> {
         let (track, codec) = self.video?;
-        if codec != VideoCodec::H264 {
-            return None;
-        }
         let sets = self.lock().param_sets.clone();
-        (!sets.is_empty()).then_some((track, sets))
+        (!sets.is_empty()).then_some((track, codec, sets))
     }
 }
 
@@ -463,7 +470,7 @@ mod tests {
         s.push(0, false, video(7, 12000, &[0x7c, 0x85]));
         let mut j2 = s.join(info(), CancellationToken::new(), true).unwrap();
         assert_eq!(seqs(&mut j2.rx), vec![7]);
-        assert_eq!(s.in_band_parameter_sets().unwrap().1.len(), 2);
+        assert_eq!(s.in_band_parameter_sets().unwrap().2.len(), 2);
         // A reader coming back from PAUSE skips the cache and waits for the next keyframe.
         let mut j3 = s.join(info(), CancellationToken::new(), false).unwrap();
         s.push(0, false, video(8, 15000, &[0x41]));
@@ -519,6 +526,18 @@ mod tests {
         assert!(first.rtcp && first.track == 1 && first.data[..] == sr[..]);
         assert!(!j.rx.try_recv().unwrap().rtcp);
         assert!(j.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn h265_parameter_sets_are_kept() {
+        let sdp = b"v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H265/90000\r\n";
+        let s = Stream::new(Sdp::parse(sdp).unwrap(), params(16));
+        s.push(0, false, video(1, 0, &[32 << 1, 1, 9]));
+        s.push(0, false, video(2, 0, &[33 << 1, 1, 8]));
+        s.push(0, false, video(3, 0, &[34 << 1, 1, 7]));
+        let (track, codec, sets) = s.in_band_parameter_sets().unwrap();
+        assert_eq!((track, codec), (0, VideoCodec::H265));
+        assert_eq!(sets.len(), 3);
     }
 
     #[test]

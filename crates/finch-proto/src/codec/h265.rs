@@ -2,6 +2,7 @@
 
 const VPS: u8 = 32;
 const SPS: u8 = 33;
+const PPS: u8 = 34;
 const AP: u8 = 48;
 const FU: u8 = 49;
 
@@ -41,6 +42,44 @@ pub fn starts_keyframe(payload: &[u8]) -> bool {
     }
 }
 
+/// VPS, SPS and PPS NAL units sent in-band in this payload (single NAL or AP).
+pub fn parameter_sets(payload: &[u8]) -> Vec<&[u8]> {
+    let is_ps = |n: &[u8]| {
+        n.first()
+            .is_some_and(|b| matches!(nal_type(*b), VPS | SPS | PPS))
+    };
+    match payload.first().map(|b| nal_type(*b)) {
+        Some(VPS | SPS | PPS) => vec![payload],
+        Some(AP) => {
+            let mut out = Vec::new();
+            let mut rest = payload.get(2..).unwrap_or_default();
+            while let [hi, lo, ..] = *rest {
+                let len = usize::from(u16::from_be_bytes([hi, lo]));
+                let Some(unit) = rest.get(2..2 + len) else {
+                    break;
+                };
+                if is_ps(unit) {
+                    out.push(unit);
+                }
+                rest = &rest[2 + len..];
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The SDP fmtp name of a parameter set NAL unit (RFC 7798 §7.1): `sprop-vps`, `sprop-sps`,
+/// `sprop-pps`.
+pub fn sprop_name(nal: &[u8]) -> Option<&'static str> {
+    match nal.first().map(|b| nal_type(*b)) {
+        Some(VPS) => Some("sprop-vps"),
+        Some(SPS) => Some("sprop-sps"),
+        Some(PPS) => Some("sprop-pps"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +93,31 @@ mod tests {
         assert!(!starts_keyframe(&[FU << 1, 1, 19])); // FU middle
         assert!(starts_keyframe(&[AP << 1, 1, 0, 2, VPS << 1, 1]));
         assert!(!starts_keyframe(&[AP << 1, 1, 0, 9, VPS << 1]));
+    }
+
+    #[test]
+    fn finds_parameter_sets() {
+        let ap = [
+            AP << 1,
+            1,
+            0,
+            2,
+            VPS << 1,
+            1,
+            0,
+            2,
+            PPS << 1,
+            1,
+            0,
+            2,
+            1 << 1,
+            1,
+        ];
+        let sets = parameter_sets(&ap);
+        assert_eq!(sets, vec![&[VPS << 1, 1][..], &[PPS << 1, 1][..]]);
+        assert_eq!(sprop_name(sets[0]), Some("sprop-vps"));
+        assert_eq!(sprop_name(sets[1]), Some("sprop-pps"));
+        assert_eq!(parameter_sets(&[SPS << 1, 1]).len(), 1);
+        assert!(parameter_sets(&[19 << 1, 1]).is_empty());
     }
 }
