@@ -4,7 +4,7 @@ use crate::harness::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn post(f: &Finch, path: &str, body: &str) -> (u16, Value) {
     let (s, b) = http(f.admin_port, "POST", path, body).unwrap();
@@ -30,13 +30,7 @@ impl RawPublisher {
             sdp,
         );
         assert_eq!(r.status, 200);
-        let id = r
-            .header("Session")
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let id = r.session_id();
         let r = raw.request(
             "SETUP",
             &format!("{}/trackID=0", f.url(path)),
@@ -74,58 +68,19 @@ impl RawPublisher {
     }
 }
 
-/// A reader written by hand: counts the RTP bytes it receives.
+/// A reader written by hand, playing track 0 over TCP.
 fn raw_reader(f: &Finch, path: &str) -> (Raw, String) {
     let mut raw = Raw::connect(f.rtsp_port);
-    let r = raw.request(
-        "SETUP",
-        &format!("{}/trackID=0", f.url(path)),
-        1,
-        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
-        "",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    let id = r
-        .header("Session")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        raw.request("PLAY", &f.url(path), 2, &[&format!("Session: {id}")], "")
-            .status,
-        200
-    );
+    let id = raw.play_tcp(&f.url(path));
     (raw, id)
 }
 
 /// Reads interleaved frames for `dur` and returns their payload bytes.
 fn count_frames(raw: &mut Raw, dur: Duration) -> u64 {
-    raw.stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let start = Instant::now();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let mut total = 0u64;
-    while start.elapsed() < dur {
-        if let Ok(n) = raw.stream.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        while buf.len() >= 4 && buf[0] == b'$' {
-            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-            if buf.len() < 4 + len {
-                break;
-            }
-            total += len as u64;
-            buf.drain(..4 + len);
-        }
-    }
-    total
+    read_interleaved(raw, dur)
+        .iter()
+        .map(|(_, p)| p.len() as u64)
+        .sum()
 }
 
 #[test]

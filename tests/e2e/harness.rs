@@ -379,6 +379,12 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
+    /// The session id of the Session header, without its timeout.
+    pub fn session_id(&self) -> String {
+        let v = self.header("Session").expect("no Session header");
+        v.split(';').next().unwrap_or_default().to_owned()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -424,6 +430,22 @@ impl Raw {
         req.push_str(body);
         self.send(req.as_bytes());
         self.response().expect("no response")
+    }
+
+    /// SETUP of `base`/trackID=0 over TCP (channels 0-1), then PLAY; returns the session id.
+    pub fn play_tcp(&mut self, base: &str) -> String {
+        let r = self.request(
+            "SETUP",
+            &format!("{base}/trackID=0"),
+            1,
+            &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+            "",
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        let id = r.session_id();
+        let r = self.request("PLAY", base, 2, &[&format!("Session: {id}")], "");
+        assert_eq!(r.status, 200, "{r:?}");
+        id
     }
 
     /// Reads the next response, skipping interleaved frames; `None` if the server closed.
@@ -548,15 +570,16 @@ pub fn ffmpeg_count_frames(url: &str, transport: &str, secs: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads interleaved frames on `channel` for `dur` and returns their RTP sequence numbers.
-pub fn read_rtp_seqs(raw: &mut Raw, channel: u8, dur: Duration) -> Vec<u16> {
+/// Reads interleaved frames for `dur` (skipping any response among them) and returns them as
+/// (channel, payload).
+pub fn read_interleaved(raw: &mut Raw, dur: Duration) -> Vec<(u8, Vec<u8>)> {
     raw.stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let start = Instant::now();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
-    let mut seqs = Vec::new();
+    let mut frames = Vec::new();
     while start.elapsed() < dur {
         if let Ok(n) = raw.stream.read(&mut chunk) {
             if n == 0 {
@@ -564,25 +587,35 @@ pub fn read_rtp_seqs(raw: &mut Raw, channel: u8, dur: Duration) -> Vec<u16> {
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        while buf.len() >= 4 && buf[0] == b'$' {
-            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-            if buf.len() < 4 + len {
-                break;
-            }
-            if buf[1] == channel && len >= 12 {
-                seqs.push(u16::from_be_bytes([buf[6], buf[7]]));
-            }
-            buf.drain(..4 + len);
-        }
-        // A response among the frames (PAUSE's, say) is skipped up to its blank line.
-        if !buf.is_empty() && buf[0] != b'$' {
-            match buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(end) => {
-                    buf.drain(..end + 4);
+        loop {
+            if buf.len() >= 4 && buf[0] == b'$' {
+                let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+                if buf.len() < 4 + len {
+                    break;
                 }
-                None => continue,
+                frames.push((buf[1], buf[4..4 + len].to_vec()));
+                buf.drain(..4 + len);
+            } else if !buf.is_empty() && buf[0] != b'$' {
+                // A response among the frames (PAUSE's, say) is skipped up to its blank line.
+                match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    Some(end) => {
+                        buf.drain(..end + 4);
+                    }
+                    None => break,
+                }
+            } else {
+                break;
             }
         }
     }
-    seqs
+    frames
+}
+
+/// Reads interleaved frames on `channel` for `dur` and returns their RTP sequence numbers.
+pub fn read_rtp_seqs(raw: &mut Raw, channel: u8, dur: Duration) -> Vec<u16> {
+    read_interleaved(raw, dur)
+        .into_iter()
+        .filter(|(ch, p)| *ch == channel && p.len() >= 12)
+        .map(|(_, p)| u16::from_be_bytes([p[2], p[3]]))
+        .collect()
 }

@@ -47,13 +47,7 @@ fn replay(file: &str, text: &str, udp: bool) {
                 );
             }
             "SETUP" if session.is_empty() => {
-                session = r
-                    .header("Session")
-                    .unwrap()
-                    .split(';')
-                    .next()
-                    .unwrap()
-                    .to_owned();
+                session = r.session_id();
             }
             "SETUP" => assert!(r.header("Session").unwrap().starts_with(&session)),
             "PLAY" => {

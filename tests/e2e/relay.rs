@@ -401,13 +401,7 @@ fn a_silent_session_times_out_and_a_talking_one_does_not() {
             "",
         );
         assert_eq!(r.status, 200, "{r:?}");
-        let id = r
-            .header("Session")
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let id = r.session_id();
         let r = raw.request(
             "PLAY",
             &finch.url("live/t"),
@@ -487,13 +481,7 @@ fn pause_then_play_never_sends_a_packet_twice_and_statuses_follow_the_rfc() {
         "",
     );
     assert_eq!(r.status, 200);
-    let id = r
-        .header("Session")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = r.session_id();
     let session = format!("Session: {id}");
     assert_eq!(
         raw.request("PLAY", &finch.url("live/p"), 4, &[&session], "")
@@ -537,13 +525,7 @@ fn two_sessions_cannot_share_client_udp_ports() {
     let mut a = Raw::connect(finch.rtsp_port);
     let r = a.request("SETUP", &finch.url("live/u/trackID=0"), 1, &[transport], "");
     assert_eq!(r.status, 200);
-    let id = r
-        .header("Session")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = r.session_id();
     assert_eq!(
         a.request(
             "PLAY",

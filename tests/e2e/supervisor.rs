@@ -329,33 +329,7 @@ fn sigusr2_restarts_gracefully_and_keeps_readers_until_the_drain_timeout() {
     f.wait_path_ready("live/g");
     let old = worker_pid(&f);
     let mut reader = Raw::connect(f.rtsp_port);
-    let r = reader.request(
-        "SETUP",
-        &f.url("live/g/trackID=0"),
-        1,
-        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
-        "",
-    );
-    assert_eq!(r.status, 200);
-    let id = r
-        .header("Session")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        reader
-            .request(
-                "PLAY",
-                &f.url("live/g"),
-                2,
-                &[&format!("Session: {id}")],
-                ""
-            )
-            .status,
-        200
-    );
+    reader.play_tcp(&f.url("live/g"));
     let prober = Prober::start(f.rtsp_port);
     f.signal(libc::SIGUSR2);
     let s = wait_restart(&f, old, 0);
@@ -396,32 +370,7 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     let original = std::fs::read_to_string(f.config_path()).unwrap();
     // A reader playing across both reloads.
     let mut reader = Raw::connect(f.rtsp_port);
-    let r = reader.request(
-        "SETUP",
-        &f.url("live/h/trackID=0"),
-        1,
-        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
-        "",
-    );
-    let id = r
-        .header("Session")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        reader
-            .request(
-                "PLAY",
-                &f.url("live/h"),
-                2,
-                &[&format!("Session: {id}")],
-                ""
-            )
-            .status,
-        200
-    );
+    reader.play_tcp(&f.url("live/h"));
     // A broken file: refused, old config kept, nothing restarted, the stream goes on.
     std::fs::write(
         f.config_path(),
