@@ -8,8 +8,8 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v gst-launch-1.0 >/dev/null 2>&1 || need+=(gstreamer1.0-tools)
-# rtspsrc and rtph264depay (good), h264parse (bad), avdec_h264 (libav).
-for plugin in rtspsrc:gstreamer1.0-plugins-good h264parse:gstreamer1.0-plugins-bad avdec_h264:gstreamer1.0-libav; do
+# rtspsrc and rtph264depay (good), h264parse (bad), avdec_h264 (libav), rtspclientsink (rtsp).
+for plugin in rtspsrc:gstreamer1.0-plugins-good h264parse:gstreamer1.0-plugins-bad avdec_h264:gstreamer1.0-libav rtspclientsink:gstreamer1.0-rtsp; do
   if ! gst-inspect-1.0 "${plugin%%:*}" >/dev/null 2>&1; then need+=("${plugin#*:}"); fi
 done
 if ((${#need[@]})); then

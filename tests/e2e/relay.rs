@@ -627,3 +627,60 @@ fn describe_adds_parameter_sets_a_publisher_sent_only_in_band() {
         );
     }
 }
+
+#[test]
+fn gstreamer_rtspclientsink_publishes_over_tcp_and_udp() {
+    let finch = Finch::start("gstpub", "");
+    let mut publishers = Vec::new();
+    for proto in ["tcp", "udp"] {
+        let child = Command::new("timeout")
+            .args(["60", "gst-launch-1.0", "-q", "filesrc"])
+            .arg(format!("location={}", clip().display()))
+            .args([
+                "!",
+                "qtdemux",
+                "name=d",
+                "d.video_0",
+                "!",
+                "queue",
+                "!",
+                "h264parse",
+                "!",
+                "rtspclientsink",
+                "name=s",
+            ])
+            .arg(format!(
+                "location={}",
+                finch.url(&format!("live/gst{proto}"))
+            ))
+            .arg(format!("protocols={proto}"))
+            .args(["d.audio_0", "!", "queue", "!", "aacparse", "!", "s."])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("gst-launch-1.0 must be installed (scripts/test.sh installs it)");
+        publishers.push(KillOnDrop(child));
+    }
+    for proto in ["tcp", "udp"] {
+        let path = format!("live/gst{proto}");
+        finch.wait_path_ready(&path);
+        let (_, p) = finch.api(&format!("/api/v1/paths/{path}"));
+        assert_eq!(p["source"]["transport"], proto, "{p}");
+        let streams = ffprobe(&finch.url(&path), "tcp");
+        assert!(
+            streams.contains(&"h264:320:240".to_owned()),
+            "{proto}: {streams:?}"
+        );
+        assert!(streams.contains(&"aac".to_owned()), "{proto}: {streams:?}");
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
