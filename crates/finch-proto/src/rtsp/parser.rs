@@ -314,8 +314,16 @@ fn parse_head(head: &str, limits: &Limits) -> Result<(StartLine, Headers), HeadE
             // An obsolete folded continuation line (RFC 2616 §2.2, which RTSP inherits).
             match pending.as_mut() {
                 Some((_, v)) => {
-                    v.push(' ');
-                    v.push_str(line.trim());
+                    // Found by the rtsp_message fuzz target: an empty first line or an empty
+                    // continuation must not leave a space at either end, or the value would
+                    // not survive a round trip.
+                    let more = line.trim();
+                    if !more.is_empty() {
+                        if !v.is_empty() {
+                            v.push(' ');
+                        }
+                        v.push_str(more);
+                    }
                 }
                 None => return Err((ParseErrorKind::BadHeader, None)),
             }
@@ -545,6 +553,21 @@ mod tests {
             parse_one(&req).unwrap_err().kind,
             ParseErrorKind::TooManyHeaders
         );
+    }
+
+    #[test]
+    fn folded_header_with_an_empty_first_line_round_trips() {
+        let Some(Item::Response(r)) =
+            parse_one(b"RTSP/1.0 200 OK\r\nCSeq: 4\r\nX-A:\r\n 5\r\n\r\n").unwrap()
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(r.headers.get("X-A"), Some("5"));
+        let Some(Item::Response(r)) = parse_one(b"RTSP/1.0 200 OK\r\nX-B: 4\r\n \n\r\n").unwrap()
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(r.headers.get("X-B"), Some("4"));
     }
 
     #[test]

@@ -1,0 +1,37 @@
+//! Feeding a stream in two pieces, split anywhere, gives the same items as feeding it whole.
+#![no_main]
+use bytes::BytesMut;
+use finch_proto::rtsp::{parse_all, Limits, Parser};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, stream)) = data.split_first() else {
+        return;
+    };
+    let (whole, err) = parse_all(&mut Parser::new(Limits::default()), stream);
+    if err.is_some() {
+        return;
+    }
+    let split = usize::from(split).min(stream.len());
+    let mut p = Parser::new(Limits::default());
+    let mut buf = BytesMut::from(&stream[..split]);
+    let mut items = Vec::new();
+    loop {
+        match p.parse(&mut buf) {
+            Ok(Some(i)) => items.push(i),
+            Ok(None) => break,
+            Err(e) if e.recoverable => continue,
+            Err(_) => return,
+        }
+    }
+    buf.extend_from_slice(&stream[split..]);
+    loop {
+        match p.parse(&mut buf) {
+            Ok(Some(i)) => items.push(i),
+            Ok(None) => break,
+            Err(e) if e.recoverable => continue,
+            Err(_) => return,
+        }
+    }
+    assert_eq!(items, whole);
+});
