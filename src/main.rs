@@ -151,11 +151,12 @@ fn supervisor(cli: &Cli, config: Config, log: logging::Logging) -> i32 {
             return exit::CANNOT_RUN;
         }
     };
-    // The path on disk, resolved now: after an upgrade it names the new binary.
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("finch: cannot find its own binary: {e}");
+    // The path on disk the user started, not /proc/self/exe: after an upgrade (a new file, or a
+    // symlink switched to one) it names the new binary.
+    let exe = match binary_path() {
+        Some(p) => p,
+        None => {
+            eprintln!("finch: cannot find its own binary");
             return exit::CANNOT_RUN;
         }
     };
@@ -181,6 +182,27 @@ fn supervisor(cli: &Cli, config: Config, log: logging::Logging) -> i32 {
         reopen_logs: Box::new(move || log.reopen()),
         binder: Box::new(rebind),
     })
+}
+
+/// The binary as the user named it (argv[0]), made absolute against the start directory or
+/// found on PATH, without resolving symlinks; `current_exe` only as a last resort.
+fn binary_path() -> Option<PathBuf> {
+    let argv0 = PathBuf::from(std::env::args_os().next()?);
+    if argv0.components().count() > 1 {
+        let abs = if argv0.is_absolute() {
+            argv0
+        } else {
+            std::env::current_dir().ok()?.join(argv0)
+        };
+        return abs.is_file().then_some(abs);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(&argv0))
+                .find(|p| p.is_file())
+        })
+        .or_else(|| std::env::current_exe().ok())
 }
 
 /// The supervisor's rebinding after a reload: each group of sockets (RTSP, admin, UDP) whose
@@ -260,6 +282,12 @@ fn foreground_worker(cli: Cli, config: Config, log: logging::Logging) -> i32 {
             }
         },
     };
+    if listeners.rtsp.is_empty() {
+        eprintln!(
+            "finch: cannot run: no RTSP listener (check the inherited sockets or the config)"
+        );
+        return exit::CANNOT_RUN;
+    }
     let link = Link {
         reloader: Some(reloader(cli)),
         hooks: hooks(log),
@@ -373,17 +401,25 @@ fn run_worker(
     };
     let result = runtime.block_on(async move {
         let stop = finch_server::Stop::default();
-        if let Some((stream, rx)) = control {
-            let now = stop.now.clone();
+        let finish = tokio_util::sync::CancellationToken::new();
+        let control = control.map(|(stream, rx)| {
+            let (now, finish) = (stop.now.clone(), finish.clone());
             tokio::spawn(async move {
-                if let Err(e) = finch_server::control::run(stream, rx, now).await {
+                if let Err(e) = finch_server::control::run(stream, rx, now, finish).await {
                     tracing::error!(error = %e, "control channel failed");
                 }
-            });
-        }
-        finch_server::run(listeners, config, stop, link)
+            })
+        });
+        let result = finch_server::run(listeners, config, stop, link)
             .await
-            .context("running the server")
+            .context("running the server");
+        // Let the supervisor hear what is queued (a Fatal report, the last log entries) before
+        // the process exits.
+        finish.cancel();
+        if let Some(task) = control {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+        }
+        result
     });
     match result {
         Ok(finch_server::Exit::Clean) => exit::CLEAN,

@@ -127,6 +127,15 @@ impl Finch {
     }
 
     fn launch(name: &str, extra: &str, args: &[&str]) -> Finch {
+        Finch::launch_binary(Path::new(env!("CARGO_BIN_EXE_finch")), name, extra, args)
+    }
+
+    /// Starts a given `finch` binary (a copy, for upgrade tests) under its supervisor.
+    pub fn start_supervised_binary(bin: &Path, name: &str, extra: &str) -> Finch {
+        Finch::launch_binary(bin, name, extra, &[])
+    }
+
+    fn launch_binary(bin: &Path, name: &str, extra: &str, args: &[&str]) -> Finch {
         let dir = temp_dir(name);
         let rtsp_port = free_tcp_port();
         let admin_port = free_tcp_port();
@@ -140,7 +149,7 @@ impl Finch {
         let config_path = dir.join("finch.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.join("finch.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_finch"))
+        let child = Command::new(bin)
             .arg("--config")
             .arg(&config_path)
             .args(args)

@@ -581,3 +581,84 @@ fn a_reload_that_moves_the_rtsp_port_rebinds_and_restarts_gracefully() {
         "the old port still accepts"
     );
 }
+
+/// The supervisor's live children.
+fn children(pid: u32) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_graceful_restart_during_a_crash_backoff_starts_one_worker_not_two() {
+    let f = Finch::start_supervised(
+        "usr2backoff",
+        "[supervisor]\nbackoff_initial_ms = 4000\nbackoff_max_ms = 8000\n",
+    );
+    // First crash: restarted at once. Second crash: the next start waits 4 s.
+    let old = worker_pid(&f);
+    kill_worker(&f, libc::SIGKILL);
+    let s = wait_restart(&f, old, 0);
+    let second = s["worker"]["pid"].as_u64().unwrap();
+    kill_worker(&f, libc::SIGKILL);
+    assert!(wait_until(Duration::from_secs(5), || children(f.pid()).is_empty()));
+    let asked = Instant::now();
+    f.signal(libc::SIGUSR2);
+    // The pending start happens now; it is the crash's restart, not a second one.
+    let s = wait_restart(&f, second, 1);
+    assert_eq!(s["restarts_total"], 2);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "SIGUSR2 did not cut the backoff short"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        children(f.pid()).len(),
+        1,
+        "more than one worker: {:?}",
+        children(f.pid())
+    );
+    assert_eq!(worker_pid(&f), s["worker"]["pid"].as_u64().unwrap());
+}
+
+#[test]
+fn an_upgrade_is_picked_up_and_a_broken_one_leaves_the_old_worker_serving() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("upgrade-bin");
+    let bin = dir.join("finch");
+    std::fs::copy(env!("CARGO_BIN_EXE_finch"), &bin).unwrap();
+    let f = Finch::start_supervised_binary(&bin, "upgrade", "");
+    let first = worker_pid(&f);
+    // A broken "upgrade": the new worker cannot even start. The old one must keep serving.
+    let broken = dir.join("finch.broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 255\n").unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &bin).unwrap();
+    f.signal(libc::SIGUSR2);
+    std::thread::sleep(Duration::from_secs(2));
+    let mut f = f;
+    assert!(
+        f.alive(),
+        "the supervisor gave up on a broken upgrade: {}",
+        f.log()
+    );
+    assert_eq!(
+        worker_pid(&f),
+        first,
+        "the serving worker was replaced by a broken one"
+    );
+    let mut raw = Raw::connect(f.rtsp_port);
+    assert_eq!(raw.request("OPTIONS", "*", 1, &[], "").status, 200);
+    // A good upgrade at the same path is picked up.
+    let good = dir.join("finch.good");
+    std::fs::copy(env!("CARGO_BIN_EXE_finch"), &good).unwrap();
+    std::fs::rename(&good, &bin).unwrap();
+    f.signal(libc::SIGUSR2);
+    let s = wait_restart(&f, first, 1);
+    assert_eq!(s["worker"]["generation"], 3, "{s}");
+}

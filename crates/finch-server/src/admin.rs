@@ -161,7 +161,28 @@ async fn set_state(State(s): State<Arc<Server>>, body: Option<Json<StateBody>>) 
             ))
         }
     };
-    s.state.send_replace(new);
+    // Only a state an operator may set can be replaced: FatalError, ShuttingDown and Starting
+    // belong to the run loop, and overwriting them would stop a worker from exiting.
+    let replaced = s.state.send_if_modified(|current| {
+        if matches!(
+            current,
+            ServerState::Running | ServerState::RefusingConnections | ServerState::Idle
+        ) {
+            *current = new;
+            true
+        } else {
+            false
+        }
+    });
+    if !replaced && *s.state.borrow() != new {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "the server is {}; its state cannot be changed now",
+                s.state.borrow().as_str()
+            ),
+        ));
+    }
     if new == ServerState::Idle {
         // DSS's qtssIdleState: kill all RTP sessions, keep serving new connections.
         s.kick_all_sessions();

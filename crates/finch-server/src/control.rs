@@ -14,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 /// at once; when it cannot keep up, reports are dropped rather than blocking the worker.
 pub const CONTROL_QUEUE: usize = 1024;
 
-/// Runs the channel until the supervisor closes it or the worker stops.
+/// Runs the channel until the supervisor closes it, or `finish` fires (the worker is exiting:
+/// what is queued, such as a Fatal report, is written first). Any way out but `finish` means the
+/// supervisor is gone, and stops the worker: it must not outlive its supervisor.
 pub async fn run(
     stream: UnixStream,
     mut rx: mpsc::Receiver<ToSupervisor>,
     stop: CancellationToken,
+    finish: CancellationToken,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(true)?;
     let stream = tokio::net::UnixStream::from_std(stream)?;
@@ -26,17 +29,29 @@ pub async fn run(
     let mut scratch = [0u8; 256];
     loop {
         tokio::select! {
+            biased;
             msg = rx.recv() => match msg {
-                Some(m) => write.write_all(encode(&m).as_bytes()).await?,
+                Some(m) => {
+                    if write.write_all(encode(&m).as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
                 None => return Ok(()),
             },
+            _ = finish.cancelled() => {
+                while let Ok(m) = rx.try_recv() {
+                    write.write_all(encode(&m).as_bytes()).await?;
+                }
+                return Ok(());
+            }
             r = read.read(&mut scratch) => {
                 if matches!(r, Ok(0) | Err(_)) {
-                    tracing::error!("the supervisor has gone away; stopping");
-                    stop.cancel();
-                    return Ok(());
+                    break;
                 }
             }
         }
     }
+    tracing::error!("the supervisor has gone away; stopping");
+    stop.cancel();
+    Ok(())
 }

@@ -41,10 +41,15 @@ pub fn from_fds(fds: Vec<(String, OwnedFd)>) -> Listeners {
             "admin" => l.admin = Some(fd.into()),
             "rtp" => rtp = Some(std::net::UdpSocket::from(fd)),
             "rtcp" => rtcp = Some(std::net::UdpSocket::from(fd)),
-            other => tracing::warn!(
-                name = other,
-                "ignoring an inherited descriptor of unknown name"
-            ),
+            // systemd names descriptors after the socket unit unless FileDescriptorName= says
+            // otherwise: an unnamed stream socket is taken as an RTSP listener.
+            other => {
+                tracing::info!(
+                    name = other,
+                    "inherited descriptor taken as an RTSP listener"
+                );
+                l.rtsp.push(fd.into());
+            }
         }
     }
     if let (Some(a), Some(b)) = (rtp, rtcp) {

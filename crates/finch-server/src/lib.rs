@@ -191,8 +191,10 @@ pub async fn run(
     let sessions = CancellationToken::new();
     let accepting = sessions.child_token();
     let server = Arc::new(Server::new(config, udp.clone(), sessions.clone(), link));
+    // The UDP loops stop with the sessions, or earlier when a drain hands UDP to the next worker.
+    let udp_stop = sessions.child_token();
     if let Some(udp) = udp {
-        tracker.spawn(udp.run(sessions.clone()));
+        tracker.spawn(udp.run(udp_stop.clone()));
     }
     // Running before the first accept: connections that waited in the backlog during a restart
     // are served, not answered 503 as if the server were refusing them.
@@ -244,7 +246,13 @@ pub async fn run(
             "no authentication and no [paths] configured: any client may publish and read any path"
         );
     }
-    tracker.spawn(signals(server.clone(), stop.clone()));
+    // Handlers are installed here, before Ready: a signal forwarded right after Ready must not
+    // meet the default action (which would kill the worker).
+    let handlers = install_signal_handlers().map_err(|source| ServerError::Socket {
+        what: "signal handler",
+        source,
+    })?;
+    tracker.spawn(signals(server.clone(), stop.clone(), handlers));
     server.report(finch_control::ToSupervisor::Ready);
     if server.supervision.is_none() {
         // --foreground under systemd: tell it we serve (a no-op without NOTIFY_SOCKET).
@@ -272,12 +280,21 @@ pub async fn run(
         }
     };
     let drain = Duration::from_secs(server.config().supervisor.drain_timeout_secs);
+    // One deadline for everything the stop waits on.
+    let deadline = tokio::time::Instant::now() + drain;
     accepting.cancel();
     if exit == Exit::Clean && stop.drain.is_cancelled() && !stop.now.is_cancelled() {
         // A graceful restart: the next worker is accepting already; let our sessions finish on
-        // their own until the drain timeout.
+        // their own until the drain timeout. UDP is the exception: both workers would read the
+        // shared sockets and each get half the datagrams, so this one stops reading them and
+        // ends its UDP sessions now (their clients reconnect to the new worker).
         tracing::info!(drain_secs = drain.as_secs(), "draining sessions");
-        let deadline = tokio::time::Instant::now() + drain;
+        udp_stop.cancel();
+        for s in server.list_sessions() {
+            if s.transport == Some("udp") {
+                s.kick.cancel();
+            }
+        }
         while server
             .connections
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -298,7 +315,10 @@ pub async fn run(
     server.registry.close_all();
     sessions.cancel();
     tracker.close();
-    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("tasks still running after the drain timeout; exiting anyway");
     }
     Ok(exit)
@@ -353,20 +373,36 @@ fn print_status(server: &Server, status: &mut stats::StatusLines, ticks: u64) {
     }
 }
 
+/// The worker's signal streams, registered before it reports Ready.
+struct SignalHandlers {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+fn install_signal_handlers() -> std::io::Result<SignalHandlers> {
+    use tokio::signal::unix::{signal, SignalKind};
+    Ok(SignalHandlers {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+        hup: signal(SignalKind::hangup())?,
+        usr1: signal(SignalKind::user_defined1())?,
+        usr2: signal(SignalKind::user_defined2())?,
+    })
+}
+
 /// The worker's own signals. Under a supervisor they arrive forwarded: SIGTERM/SIGINT stop,
 /// SIGUSR2 drains (a graceful restart), SIGHUP reloads.
-async fn signals(server: Arc<Server>, stop: Stop) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        server.errors.fatal("cannot install signal handlers");
-        return;
-    };
+async fn signals(server: Arc<Server>, stop: Stop, h: SignalHandlers) {
+    let SignalHandlers {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr1,
+        mut usr2,
+    } = h;
     loop {
         tokio::select! {
             _ = server.shutdown.cancelled() => return,

@@ -58,9 +58,10 @@ pub(crate) async fn accept_loop(
         match (state.accepts_connections(), permit) {
             (true, Ok(permit)) => {
                 let server = server.clone();
+                // Counted before the task runs, so a drain that starts now waits for it.
+                server.connections.fetch_add(1, Ordering::Relaxed);
                 tracker.spawn(
                     async move {
-                        server.connections.fetch_add(1, Ordering::Relaxed);
                         conn::serve(server.clone(), sock, peer).await;
                         server.connections.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);

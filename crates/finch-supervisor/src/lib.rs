@@ -83,12 +83,17 @@ struct Worker {
     pid: u32,
     started: Instant,
     last_heartbeat: Instant,
+    /// Reported Ready (its signal handlers are installed, it serves).
+    ready: bool,
     /// Killed for silence: its death is a hang.
     hung_at: Option<Instant>,
-    /// Asked to stop or drain, or already replaced after a fatal report: its exit is expected.
-    retiring: bool,
-    /// Waiting for the next worker to be ready before it is told to drain.
+    /// Since when it has been asked to stop or drain, or replaced after a fatal report: its exit
+    /// is expected, and past the drain timeout it is killed.
+    retiring: Option<Instant>,
+    /// Still serving, but being replaced: told to drain once the next worker is ready.
     drain_when_ready: bool,
+    /// Its last fatal-verbosity log entry, for the restart reason if it exits 254.
+    fatal_message: Option<String>,
 }
 
 struct Supervisor {
@@ -104,6 +109,8 @@ struct Supervisor {
     events: mpsc::Sender<Event>,
     next_start: Option<tokio::time::Instant>,
     notified_ready: bool,
+    /// A SIGHUP that arrived while no worker was ready: delivered at the next Ready.
+    pending_hup: bool,
 }
 
 /// Runs the supervisor until it stops; returns the process exit code.
@@ -166,6 +173,7 @@ async fn supervise(opts: Options) -> i32 {
         events: tx,
         next_start: None,
         notified_ready: false,
+        pending_hup: false,
     };
     if let Err(code) = s.start_worker() {
         return code;
@@ -183,9 +191,7 @@ async fn supervise(opts: Options) -> i32 {
             }
             _ = usr2.recv() => {
                 tracing::info!("SIGUSR2: graceful worker restart");
-                if let Err(code) = s.graceful_restart() {
-                    return code;
-                }
+                s.graceful_restart();
             }
             Some(ev) = rx.recv() => {
                 if let Some(code) = s.on_event(ev) {
@@ -198,7 +204,13 @@ async fn supervise(opts: Options) -> i32 {
                     return s.finish(code).await;
                 }
             }
-            _ = check.tick() => s.check_heartbeats(),
+            _ = check.tick() => {
+                s.check_heartbeats();
+                // The supervisor's own loop feeds systemd's watchdog: worker hangs are its job.
+                if std::env::var_os("WATCHDOG_USEC").is_some() {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
         }
     }
 }
@@ -249,9 +261,11 @@ impl Supervisor {
             pid: spawned.pid,
             started: now,
             last_heartbeat: now,
+            ready: false,
             hung_at: None,
-            retiring: false,
+            retiring: None,
             drain_when_ready: false,
+            fatal_message: None,
         });
         let events = self.events.clone();
         let mut child = spawned.child;
@@ -282,17 +296,37 @@ impl Supervisor {
         Ok(())
     }
 
-    fn forward(&self, sig: i32) {
-        for w in self.workers.iter().filter(|w| !w.retiring) {
+    fn forward(&mut self, sig: i32) {
+        let mut sent = false;
+        for w in self
+            .workers
+            .iter()
+            .filter(|w| w.retiring.is_none() && w.ready)
+        {
             tracing::info!(pid = w.pid, signal = %signals::name(sig), "forwarding to the worker");
             signals::send(w.pid, sig);
+            sent = true;
+        }
+        if !sent && sig == libc::SIGHUP {
+            // No worker can take it now (backoff, start-up): the next one to be ready will.
+            tracing::info!("SIGHUP: no worker ready; the reload waits for the next one");
+            self.pending_hup = true;
         }
     }
 
-    /// Starts a new worker; the current one drains once the new one is ready.
-    fn graceful_restart(&mut self) -> Result<(), i32> {
-        for w in self.workers.iter_mut().filter(|w| !w.retiring) {
-            w.retiring = true;
+    /// Starts a new worker; the serving one keeps serving until the new one is ready, then
+    /// drains. If the new one fails first, the serving one stays.
+    fn graceful_restart(&mut self) {
+        if self.next_start.is_some() {
+            // A restart is already scheduled (backoff): let it happen now instead of adding one.
+            self.next_start = Some(tokio::time::Instant::now());
+            return;
+        }
+        if self.workers.iter().any(|w| w.drain_when_ready) {
+            tracing::info!("a graceful restart is already under way");
+            return;
+        }
+        for w in self.workers.iter_mut().filter(|w| w.retiring.is_none()) {
             w.drain_when_ready = true;
         }
         self.record(Restart {
@@ -302,7 +336,12 @@ impl Supervisor {
             exit_code: None,
             message: Some("graceful restart".into()),
         });
-        self.start_worker()
+        if self.start_worker().is_err() {
+            tracing::error!("the new worker could not be started; the current one keeps serving");
+            for w in self.workers.iter_mut() {
+                w.drain_when_ready = false;
+            }
+        }
     }
 
     fn record(&mut self, r: Restart) {
@@ -393,12 +432,21 @@ impl Supervisor {
             }
             ToSupervisor::Ready => {
                 self.workers[idx].last_heartbeat = Instant::now();
-                for w in self.workers.iter().filter(|w| w.drain_when_ready) {
+                self.workers[idx].ready = true;
+                let now = Instant::now();
+                for w in self.workers.iter_mut().filter(|w| w.drain_when_ready) {
                     tracing::info!(pid = w.pid, "new worker ready; draining the old one");
                     signals::send(w.pid, libc::SIGUSR2);
-                }
-                for w in self.workers.iter_mut() {
                     w.drain_when_ready = false;
+                    w.retiring = Some(now);
+                }
+                if std::mem::take(&mut self.pending_hup) {
+                    let pid = self.workers[idx].pid;
+                    tracing::info!(
+                        pid,
+                        "delivering a SIGHUP that arrived while no worker was ready"
+                    );
+                    signals::send(pid, libc::SIGHUP);
                 }
                 if !self.notified_ready {
                     self.notified_ready = true;
@@ -406,6 +454,9 @@ impl Supervisor {
                 }
             }
             ToSupervisor::Log { entry } => {
+                if entry.verbosity == "fatal" {
+                    self.workers[idx].fatal_message = Some(entry.message.clone());
+                }
                 if self.errors.len() >= MAX_ERRORS {
                     self.errors.pop_front();
                 }
@@ -413,8 +464,9 @@ impl Supervisor {
             }
             ToSupervisor::Fatal { message } => {
                 let w = &mut self.workers[idx];
-                if !w.retiring {
-                    w.retiring = true;
+                if w.retiring.is_none() {
+                    w.retiring = Some(Instant::now());
+                    w.fatal_message = Some(message.clone());
                     let started = w.started;
                     let r = Restart {
                         at: now_rfc3339(),
@@ -427,11 +479,9 @@ impl Supervisor {
                 }
             }
             ToSupervisor::Restart => {
-                if !self.workers[idx].retiring {
+                if self.workers[idx].retiring.is_none() {
                     tracing::info!("graceful worker restart requested through the API");
-                    if let Err(code) = self.graceful_restart() {
-                        return Some(code);
-                    }
+                    self.graceful_restart();
                 }
             }
             ToSupervisor::Config { toml } => return self.on_config(toml),
@@ -448,7 +498,6 @@ impl Supervisor {
             return None;
         };
         let old = self.current_config();
-        self.config_toml = toml_text;
         self.policy = {
             let mut p = policy_for(&new);
             // Keep the streak: a reload is not a stable run.
@@ -464,22 +513,33 @@ impl Supervisor {
             || old.rtsp.rtp_port != new.rtsp.rtp_port
             || old.admin.enabled != new.admin.enabled
             || old.admin.listen != new.admin.listen;
-        if sockets_changed {
-            let held = std::mem::take(&mut self.opts.sockets);
-            match (self.opts.binder)(&old, &new, held) {
-                Ok(s) => {
-                    self.opts.sockets = s;
-                    tracing::info!(
-                        "listen addresses changed: rebound; restarting the worker gracefully"
-                    );
-                    if let Err(code) = self.graceful_restart() {
-                        return Some(code);
-                    }
-                }
-                Err((e, held)) => {
-                    self.opts.sockets = held;
-                    tracing::error!(error = %e, "cannot bind the new listen addresses; keeping the old sockets");
-                }
+        if !sockets_changed {
+            self.config_toml = toml_text;
+            return None;
+        }
+        let held = std::mem::take(&mut self.opts.sockets);
+        match (self.opts.binder)(&old, &new, held) {
+            Ok(s) => {
+                self.opts.sockets = s;
+                self.config_toml = toml_text;
+                tracing::info!(
+                    "listen addresses changed: rebound; restarting the worker gracefully"
+                );
+                self.graceful_restart();
+            }
+            Err((e, held)) => {
+                self.opts.sockets = held;
+                // The next worker gets the new settings but the addresses that are bound.
+                let mut kept = new;
+                kept.rtsp.listen_addresses = old.rtsp.listen_addresses.clone();
+                kept.rtsp.port = old.rtsp.port;
+                kept.rtsp.udp = old.rtsp.udp;
+                kept.rtsp.rtp_port = old.rtsp.rtp_port;
+                kept.admin.enabled = old.admin.enabled;
+                kept.admin.listen = old.admin.listen.clone();
+                self.config_toml =
+                    toml::to_string(&kept).unwrap_or_else(|_| self.config_toml.clone());
+                tracing::error!(error = %e, "cannot bind the new listen addresses; keeping the old sockets");
             }
         }
         None
@@ -500,7 +560,29 @@ impl Supervisor {
         };
         use std::os::unix::process::ExitStatusExt;
         tracing::info!(pid = w.pid, generation, %status, "worker exited");
-        if w.retiring {
+        if w.retiring.is_some() {
+            return None;
+        }
+        if w.drain_when_ready {
+            // It was being replaced; its replacement is starting already.
+            tracing::warn!(
+                pid = w.pid,
+                "the worker being replaced died before its replacement was ready"
+            );
+            return None;
+        }
+        let replacing = self.workers.iter().any(|o| o.drain_when_ready);
+        if replacing && !w.ready {
+            // A graceful restart's new worker failed before it served: keep the old one.
+            tracing::error!(pid = w.pid, %status, "the new worker failed before it was ready; the current one keeps serving");
+            for o in self.workers.iter_mut() {
+                o.drain_when_ready = false;
+            }
+            if let Some(r) = self.restarts.back_mut().filter(|r| r.reason == "requested") {
+                r.message = Some(format!(
+                    "graceful restart failed: the new worker ended ({status}) before it was ready; the old one kept serving"
+                ));
+            }
             return None;
         }
         let code = status.code();
@@ -528,12 +610,8 @@ impl Supervisor {
                 Some(EXIT_CANNOT_RUN)
             }
             (Some(EXIT_RESTART_ME), _) => {
-                let message = self
-                    .errors
-                    .iter()
-                    .rev()
-                    .find(|e| e.verbosity == "fatal")
-                    .map(|e| e.message.clone());
+                // This worker's own fatal entry, never an older worker's.
+                let message = w.fatal_message.clone();
                 let r = Restart {
                     at: now_rfc3339(),
                     reason: "fatal".into(),
@@ -567,11 +645,14 @@ impl Supervisor {
     }
 
     fn check_heartbeats(&mut self) {
-        let timeout = self.heartbeat_timeout();
+        let config = self.current_config();
+        let timeout = Duration::from_secs(config.supervisor.heartbeat_timeout_secs);
+        let drain = Duration::from_secs(config.supervisor.drain_timeout_secs);
+        let stable = Duration::from_secs(config.supervisor.stable_after_secs);
         let now = Instant::now();
         for w in self.workers.iter_mut() {
-            match w.hung_at {
-                None if !w.retiring && now.duration_since(w.last_heartbeat) > timeout => {
+            match (w.hung_at, w.retiring) {
+                (None, None) if now.duration_since(w.last_heartbeat) > timeout => {
                     tracing::error!(
                         pid = w.pid,
                         timeout_secs = timeout.as_secs(),
@@ -580,11 +661,30 @@ impl Supervisor {
                     w.hung_at = Some(now);
                     signals::send(w.pid, libc::SIGABRT);
                 }
-                Some(at) if now.duration_since(at) > ABORT_GRACE => {
+                (Some(at), _) if now.duration_since(at) > ABORT_GRACE => {
                     signals::send(w.pid, libc::SIGKILL);
+                }
+                (None, Some(since)) if now.duration_since(since) > drain + STOP_GRACE => {
+                    // Asked to go and still here past its drain: it must not keep sockets and
+                    // sessions forever.
+                    tracing::warn!(
+                        pid = w.pid,
+                        "a retiring worker outlived its drain timeout; killing it"
+                    );
+                    signals::send(w.pid, libc::SIGKILL);
+                    w.hung_at = Some(now);
                 }
                 _ => {}
             }
+        }
+        // A worker that has served long enough ends the crash streak, however it ends later
+        // (CONTRACT.md: the streak resets after a stable run).
+        if self
+            .workers
+            .iter()
+            .any(|w| w.ready && w.retiring.is_none() && now.duration_since(w.started) >= stable)
+        {
+            self.policy.reset();
         }
     }
 
@@ -593,8 +693,9 @@ impl Supervisor {
         tracing::info!(signal = why, "stopping");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         self.next_start = None;
+        let now = Instant::now();
         for w in self.workers.iter_mut() {
-            w.retiring = true;
+            w.retiring.get_or_insert(now);
         }
         self.finish(EXIT_CLEAN).await
     }

@@ -63,6 +63,11 @@ impl RestartPolicy {
     pub fn streak(&self) -> u32 {
         self.streak
     }
+
+    /// A worker has run stably: the streak is over.
+    pub fn reset(&mut self) {
+        self.streak = 0;
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ pub fn spawn(
         .env_remove("LISTEN_PID")
         .env_remove("NOTIFY_SOCKET")
         .kill_on_drop(false);
+    let supervisor = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec and only makes
     // async-signal-safe calls (dup2, prctl, getppid) on integers captured by value. The targets
     // 3.. are below STAGING_FLOOR, so no source is overwritten before it is copied.
@@ -104,6 +105,11 @@ pub fn spawn(
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The supervisor died before the death signal was armed: do not start an orphan
+            // that would hold the listening sockets.
+            if u32::try_from(libc::getppid()).ok() != Some(supervisor) {
+                return Err(std::io::Error::other("the supervisor has gone away"));
             }
             Ok(())
         });
