@@ -38,6 +38,9 @@ struct Args {
     /// New readers started per second (0: all at once).
     #[arg(long, default_value_t = 500)]
     ramp_per_sec: u64,
+    /// `tcp` (interleaved) or `udp` (each reader binds a port pair per track on 127.0.0.1).
+    #[arg(long, default_value = "tcp")]
+    transport: String,
 }
 
 #[derive(Default)]
@@ -99,7 +102,7 @@ fn resolve(base: &str, control: &str) -> String {
     }
 }
 
-async fn reader(url: String, deadline: Instant, t: Arc<Totals>) -> anyhow::Result<()> {
+async fn reader(url: String, udp: bool, deadline: Instant, t: Arc<Totals>) -> anyhow::Result<()> {
     let host = url
         .strip_prefix("rtsp://")
         .and_then(|r| r.split('/').next())
@@ -125,13 +128,19 @@ async fn reader(url: String, deadline: Instant, t: Arc<Totals>) -> anyhow::Resul
         .unwrap_or_else(|| url.clone());
     let sdp = Sdp::parse(&r.body)?;
     let mut session: Option<String> = None;
+    let mut udp_sockets = Vec::new();
     for (i, m) in sdp.media.iter().enumerate() {
         let control = m.control().unwrap_or("");
         let mut req = Request::new(Method::Setup, resolve(&base, control));
-        req.headers.set(
-            "Transport",
-            format!("RTP/AVP/TCP;unicast;interleaved={}-{}", 2 * i, 2 * i + 1),
-        );
+        let transport = if udp {
+            let (rtp, rtcp) = bind_pair().await?;
+            let port = rtp.local_addr()?.port();
+            udp_sockets.push((i, rtp, rtcp));
+            format!("RTP/AVP;unicast;client_port={}-{}", port, port + 1)
+        } else {
+            format!("RTP/AVP/TCP;unicast;interleaved={}-{}", 2 * i, 2 * i + 1)
+        };
+        req.headers.set("Transport", transport);
         if let Some(s) = &session {
             req.headers.set("Session", s.clone());
         }
@@ -153,6 +162,33 @@ async fn reader(url: String, deadline: Instant, t: Arc<Totals>) -> anyhow::Resul
         bail!("PLAY: {}", r.status);
     }
     t.played.fetch_add(1, Ordering::Relaxed);
+    if udp {
+        // Each RTP socket counts on its own; the RTSP connection stays open (it holds the
+        // session) and is read only to keep it drained.
+        let mut counters = Vec::new();
+        for (_, rtp, _rtcp) in udp_sockets {
+            counters.push(tokio::spawn(count_udp(rtp, deadline)));
+        }
+        let mut sink = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, c.sock.read(&mut sink)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(_)) => {}
+            }
+        }
+        for h in counters {
+            if let Ok((bytes, packets, lost)) = h.await {
+                t.bytes.fetch_add(bytes, Ordering::Relaxed);
+                t.packets.fetch_add(packets, Ordering::Relaxed);
+                t.lost.fetch_add(lost, Ordering::Relaxed);
+            }
+        }
+        return Ok(());
+    }
     let mut last_seq: [Option<u16>; 16] = [None; 16];
     let (mut bytes, mut packets, mut lost) = (0u64, 0u64, 0u64);
     loop {
@@ -188,6 +224,54 @@ async fn reader(url: String, deadline: Instant, t: Arc<Totals>) -> anyhow::Resul
     Ok(())
 }
 
+/// An even/odd UDP port pair on loopback.
+async fn bind_pair() -> anyhow::Result<(tokio::net::UdpSocket, tokio::net::UdpSocket)> {
+    for _ in 0..100 {
+        let probe = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let port = probe.local_addr()?.port() & !1;
+        drop(probe);
+        if port < 1024 {
+            continue;
+        }
+        if let (Ok(a), Ok(b)) = (
+            tokio::net::UdpSocket::bind(("127.0.0.1", port)).await,
+            tokio::net::UdpSocket::bind(("127.0.0.1", port + 1)).await,
+        ) {
+            return Ok((a, b));
+        }
+    }
+    bail!("no free UDP port pair")
+}
+
+/// Counts RTP bytes, packets and sequence gaps on one socket until the deadline.
+async fn count_udp(sock: tokio::net::UdpSocket, deadline: Instant) -> (u64, u64, u64) {
+    let mut buf = vec![0u8; 65536];
+    let (mut bytes, mut packets, mut lost) = (0u64, 0u64, 0u64);
+    let mut last: Option<u16> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let Ok(Ok(n)) = tokio::time::timeout(left, sock.recv(&mut buf)).await else {
+            break;
+        };
+        bytes += n as u64;
+        if n >= 12 {
+            packets += 1;
+            let seq = u16::from_be_bytes([buf[2], buf[3]]);
+            if let Some(prev) = last {
+                let gap = seq.wrapping_sub(prev);
+                if gap > 1 && gap < 0x8000 {
+                    lost += u64::from(gap - 1);
+                }
+            }
+            last = Some(seq);
+        }
+    }
+    (bytes, packets, lost)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.readers > 20_000 || args.secs > 600 {
@@ -208,8 +292,9 @@ fn main() -> anyhow::Result<()> {
             let deadline = Instant::now() + Duration::from_secs(args.secs);
             let t = totals.clone();
             let url = args.url.clone();
+            let udp = args.transport == "udp";
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = reader(url, deadline, t.clone()).await {
+                if let Err(e) = reader(url, udp, deadline, t.clone()).await {
                     if t.failed.fetch_add(1, Ordering::Relaxed) < 3 {
                         eprintln!("reader failed: {e:#}");
                     }

@@ -575,11 +575,16 @@ impl Conn {
                 }
             }
             tracing::info!(path = %session.path, session = %session.id, peer = %self.peer, transport, "reader started");
+            let udp_reader = tracks
+                .iter()
+                .flatten()
+                .any(|t| matches!(t, TrackTransport::Udp { .. }));
             self.playing = Some(Playing {
                 id: joined.id,
                 rx: joined.rx,
                 tracks: tracks.clone(),
                 stream: stream.clone(),
+                paced: if udp_reader { joined.burst } else { 0 },
             });
             if let Some(s) = self.session.as_mut() {
                 s.udp_routes.extend(routes);

@@ -90,6 +90,8 @@ pub struct Joined {
     pub rx: mpsc::Receiver<Packet>,
     /// Per track, where the reader starts.
     pub start: Vec<Option<(u16, u32)>>,
+    /// How many packets were queued at once from the cache (sender reports and the GOP).
+    pub burst: usize,
 }
 
 /// Byte and packet counters.
@@ -368,6 +370,7 @@ impl Stream {
                 *s = inner.last[t].map(|(seq, ts)| (seq.wrapping_add(1), ts));
             }
         }
+        let burst = capacity - tx.capacity();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.readers.push(Reader {
@@ -379,7 +382,12 @@ impl Stream {
             kick,
             info,
         });
-        Ok(Joined { id, rx, start })
+        Ok(Joined {
+            id,
+            rx,
+            start,
+            burst,
+        })
     }
 
     /// Removes a reader (PAUSE, TEARDOWN, disconnect).
