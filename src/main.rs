@@ -212,19 +212,59 @@ fn rebind(
     new: &Config,
     held: finch_supervisor::Sockets,
 ) -> Result<finch_supervisor::Sockets, (String, finch_supervisor::Sockets)> {
-    let same_rtsp =
-        old.rtsp.listen_addresses == new.rtsp.listen_addresses && old.rtsp.port == new.rtsp.port;
     let same_admin = old.admin.enabled == new.admin.enabled && old.admin.listen == new.admin.listen;
     let same_udp = old.rtsp.udp == new.rtsp.udp
         && old.rtsp.rtp_port == new.rtsp.rtp_port
         && old.rtsp.listen_addresses.first() == new.rtsp.listen_addresses.first();
+    // RTSP listeners are kept or bound one address at a time: an address both configs share is
+    // still held by the running worker and cannot be bound again.
+    let mut rtsp_held: Vec<(Option<std::net::SocketAddr>, std::os::fd::OwnedFd)> = Vec::new();
+    let mut others: finch_supervisor::Sockets = Vec::new();
+    for (name, fd) in held {
+        if name == "rtsp" {
+            let listener = std::net::TcpListener::from(fd);
+            let addr = listener.local_addr().ok();
+            rtsp_held.push((addr, listener.into()));
+        } else {
+            others.push((name, fd));
+        }
+    }
+    let restore = |rtsp_held: Vec<(Option<std::net::SocketAddr>, std::os::fd::OwnedFd)>,
+                   others: finch_supervisor::Sockets| {
+        let mut all: finch_supervisor::Sockets = rtsp_held
+            .into_iter()
+            .map(|(_, fd)| ("rtsp".to_owned(), fd))
+            .collect();
+        all.extend(others);
+        all
+    };
+    let wanted: Vec<std::net::SocketAddr> = new
+        .rtsp
+        .listen_addresses
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, new.rtsp.port))
+        .collect();
+    let mut rtsp_new: Vec<std::os::fd::OwnedFd> = Vec::new();
+    let mut reused = vec![false; rtsp_held.len()];
+    for addr in &wanted {
+        if let Some(k) = rtsp_held.iter().position(|(a, _)| a.as_ref() == Some(addr)) {
+            reused[k] = true;
+            continue;
+        }
+        match finch_server::bind_rtsp_at(*addr) {
+            Ok(l) => rtsp_new.push(l.into()),
+            Err(e) => {
+                return Err((
+                    format!("{:#}", anyhow::Error::from(e)),
+                    restore(rtsp_held, others),
+                ))
+            }
+        }
+    }
     let fresh = (|| -> Result<finch_server::Listeners, finch_server::ServerError> {
         Ok(finch_server::Listeners {
-            rtsp: if same_rtsp {
-                Vec::new()
-            } else {
-                finch_server::bind_rtsp(new)?
-            },
+            rtsp: Vec::new(),
             admin: if same_admin {
                 None
             } else {
@@ -239,14 +279,28 @@ fn rebind(
     })();
     let fresh = match fresh {
         Ok(f) => finch_server::inherit::into_fds(f),
-        Err(e) => return Err((format!("{:#}", anyhow::Error::from(e)), held)),
+        Err(e) => {
+            return Err((
+                format!("{:#}", anyhow::Error::from(e)),
+                restore(rtsp_held, others),
+            ))
+        }
     };
-    let keep = |name: &str| match name {
-        "rtsp" => same_rtsp,
-        "admin" => same_admin,
-        _ => same_udp,
+    let mut out: finch_supervisor::Sockets = Vec::new();
+    for ((_, fd), keep) in rtsp_held.into_iter().zip(reused) {
+        if keep {
+            out.push(("rtsp".to_owned(), fd));
+        }
+    }
+    out.extend(rtsp_new.into_iter().map(|fd| ("rtsp".to_owned(), fd)));
+    let keep_other = |name: &str| {
+        if name == "admin" {
+            same_admin
+        } else {
+            same_udp
+        }
     };
-    let mut out: finch_supervisor::Sockets = held.into_iter().filter(|(n, _)| keep(n)).collect();
+    out.extend(others.into_iter().filter(|(n, _)| keep_other(n)));
     out.extend(fresh);
     // The order the worker expects: rtsp…, admin, rtp, rtcp.
     out.sort_by_key(|(n, _)| match n.as_str() {

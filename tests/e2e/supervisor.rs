@@ -662,3 +662,27 @@ fn an_upgrade_is_picked_up_and_a_broken_one_leaves_the_old_worker_serving() {
     let s = wait_restart(&f, first, 1);
     assert_eq!(s["worker"]["generation"], 3, "{s}");
 }
+
+#[test]
+fn a_reload_that_adds_a_listen_address_keeps_the_existing_one() {
+    let f = Finch::start_supervised("addaddr", "");
+    let old = worker_pid(&f);
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    let more = text.replace(
+        "listen_addresses = [\"127.0.0.1\"]",
+        "listen_addresses = [\"127.0.0.1\", \"127.0.0.2\"]",
+    );
+    assert_ne!(more, text);
+    std::fs::write(f.config_path(), more).unwrap();
+    f.signal(libc::SIGHUP);
+    wait_restart(&f, old, 0);
+    for ip in ["127.0.0.1", "127.0.0.2"] {
+        let mut s = TcpStream::connect((ip, f.rtsp_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"RTSP/1.0 200"), "{ip}");
+    }
+}

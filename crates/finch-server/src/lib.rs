@@ -92,6 +92,11 @@ pub fn bind_rtsp(config: &Config) -> Result<Vec<std::net::TcpListener>, ServerEr
     Ok(rtsp)
 }
 
+/// One RTSP listener at `addr`.
+pub fn bind_rtsp_at(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    bind_tcp(addr, "the RTSP listener")
+}
+
 /// The admin HTTP listener, if enabled.
 pub fn bind_admin(config: &Config) -> Result<Option<std::net::TcpListener>, ServerError> {
     if !config.admin.enabled {
