@@ -140,16 +140,21 @@ fn hooks(log: logging::Logging) -> finch_server::server::Hooks {
     }
 }
 
+/// Binds the config's sockets; on failure says why (log and stderr) and gives the exit code:
+/// nothing was started, so 255, "cannot run", whichever process tried.
+fn bind_or_report(config: &Config) -> Result<finch_server::Listeners, i32> {
+    finch_server::bind(config).map_err(|e| {
+        let e = anyhow::Error::from(e);
+        tracing::error!("cannot run: {e:#}");
+        eprintln!("finch: cannot run: {e:#}");
+        exit::CANNOT_RUN
+    })
+}
+
 fn supervisor(cli: &Cli, config: Config, log: logging::Logging) -> i32 {
-    let listeners = match finch_server::bind(&config) {
+    let listeners = match bind_or_report(&config) {
         Ok(l) => l,
-        Err(e) => {
-            // Nothing was started: exit 255, "cannot run", as the worker would.
-            let e = anyhow::Error::from(e);
-            tracing::error!("cannot run: {e:#}");
-            eprintln!("finch: cannot run: {e:#}");
-            return exit::CANNOT_RUN;
-        }
+        Err(code) => return code,
     };
     // The path on disk the user started, not /proc/self/exe: after an upgrade (a new file, or a
     // symlink switched to one) it names the new binary.
@@ -326,14 +331,9 @@ fn foreground_worker(cli: Cli, config: Config, log: logging::Logging) -> i32 {
     };
     let listeners = match finch_server::inherit::take_from_env(true) {
         Some(fds) => finch_server::inherit::from_fds(fds),
-        None => match finch_server::bind(&config) {
+        None => match bind_or_report(&config) {
             Ok(l) => l,
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                tracing::error!("cannot run: {e:#}");
-                eprintln!("finch: cannot run: {e:#}");
-                return exit::CANNOT_RUN;
-            }
+            Err(code) => return code,
         },
     };
     if listeners.rtsp.is_empty() {

@@ -69,24 +69,34 @@ fn missing_config_file_exits_255() {
 }
 
 #[test]
-fn port_taken_exits_255() {
+fn port_taken_exits_255_supervised_or_not_and_starts_no_worker() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let admin = free_tcp_port();
-    let out = finch()
-        .args([
-            "-d",
-            "--rtsp-port",
-            &port.to_string(),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .env("FINCH_RTSP__LISTEN_ADDRESSES", "[\"127.0.0.1\"]")
-        .env("FINCH_RTSP__UDP", "false")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(255));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&port.to_string()));
+    for foreground in [false, true] {
+        let mut cmd = finch();
+        if foreground {
+            cmd.arg("-d");
+        }
+        let out = cmd
+            .args([
+                "--rtsp-port",
+                &port.to_string(),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .env("FINCH_RTSP__LISTEN_ADDRESSES", "[\"127.0.0.1\"]")
+            .env("FINCH_RTSP__UDP", "false")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(255), "foreground={foreground}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot run") && err.contains(&port.to_string()),
+            "{err}"
+        );
+        assert!(!err.contains("worker started"), "{err}");
+    }
 }
 
 #[test]

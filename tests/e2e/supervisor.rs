@@ -298,31 +298,6 @@ fn sigterm_and_sigint_stop_supervisor_and_worker_with_exit_0() {
 }
 
 #[test]
-fn start_failure_exits_255_without_restarting() {
-    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = held.local_addr().unwrap().port();
-    let admin = free_tcp_port();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_finch"))
-        .args([
-            "--rtsp-port",
-            &port.to_string(),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .env("FINCH_RTSP__LISTEN_ADDRESSES", "[\"127.0.0.1\"]")
-        .env("FINCH_RTSP__UDP", "false")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(255));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot run") && err.contains(&port.to_string()),
-        "{err}"
-    );
-    assert!(!err.contains("worker started"), "{err}");
-}
-
-#[test]
 fn sigusr2_restarts_gracefully_and_keeps_readers_until_the_drain_timeout() {
     let f = Finch::start_supervised("usr2", "[supervisor]\ndrain_timeout_secs = 4\n");
     let _p = Publisher::start(&f.url("live/g"), "tcp");
