@@ -1,5 +1,7 @@
 //! H.264 RTP payloads (RFC 6184 §5.6–§5.8): single NAL units, STAP-A and FU-A.
 
+use super::bits::Bits;
+
 const IDR: u8 = 5;
 const SPS: u8 = 7;
 const PPS: u8 = 8;
@@ -31,6 +33,29 @@ pub fn parameter_sets(payload: &[u8]) -> Vec<&[u8]> {
             .filter(|n| matches!(n.first().map(|b| b & 0x1f), Some(SPS | PPS)))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// Whether the payload is an aggregation (STAP-A) or a fragment (FU-A): only allowed with
+/// `packetization-mode=1` (RFC 6184 §6.3), so a DESCRIBE must say so.
+pub fn needs_non_interleaved_mode(payload: &[u8]) -> bool {
+    matches!(payload.first().map(|b| b & 0x1f), Some(STAP_A | FU_A))
+}
+
+/// An SPS or PPS's kind (7 or 8) and id (`seq_parameter_set_id`, H.264 §7.3.2.1.1, or
+/// `pic_parameter_set_id`, §7.3.2.2); `None` for other NAL units or a truncated one. An encoder
+/// may send several PPS with different ids, and each is needed.
+pub fn parameter_set_key(nal: &[u8]) -> Option<(u8, u32)> {
+    let kind = nal.first()? & 0x1f;
+    let mut bits = Bits::new(nal.get(1..)?);
+    match kind {
+        SPS => {
+            // profile_idc, constraint flags, level_idc.
+            bits.skip(24)?;
+            Some((SPS, bits.ue()?))
+        }
+        PPS => Some((PPS, bits.ue()?)),
+        _ => None,
     }
 }
 
@@ -74,11 +99,29 @@ mod tests {
         assert!(!starts_keyframe(&[]));
     }
 
+    #[test]
+    fn parameter_set_ids() {
+        // SPS: profile 66, constraints, level 30, then ue(v) id 1 = 010.
+        assert_eq!(
+            parameter_set_key(&[0x67, 66, 0, 30, 0b0100_0000]),
+            Some((SPS, 1))
+        );
+        // PPS: ue(v) id 0 = 1, id 2 = 011.
+        assert_eq!(parameter_set_key(&[0x68, 0b1000_0000]), Some((PPS, 0)));
+        assert_eq!(parameter_set_key(&[0x68, 0b0110_0000]), Some((PPS, 2)));
+        assert_eq!(parameter_set_key(&[0x68]), None);
+        assert_eq!(parameter_set_key(&[0x65, 0x80]), None);
+        assert!(needs_non_interleaved_mode(&[0x7c, 0x85]));
+        assert!(needs_non_interleaved_mode(&[0x78, 0, 1, 0x67]));
+        assert!(!needs_non_interleaved_mode(&[0x65, 0x80]));
+    }
+
     proptest! {
         #[test]
         fn never_panics(p in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = starts_keyframe(&p);
             let _ = parameter_sets(&p);
+            let _ = parameter_set_key(&p);
         }
     }
 }

@@ -1,5 +1,7 @@
 //! H.265 RTP payloads (RFC 7798 §4.4): single NAL units, aggregation packets and fragmentation units.
 
+use super::bits::Bits;
+
 const VPS: u8 = 32;
 const SPS: u8 = 33;
 const PPS: u8 = 34;
@@ -69,6 +71,47 @@ pub fn parameter_sets(payload: &[u8]) -> Vec<&[u8]> {
     }
 }
 
+/// A VPS, SPS or PPS's kind (32, 33, 34) and id (H.265 §7.3.2.1–§7.3.2.3); `None` for other NAL
+/// units or one too short to read.
+pub fn parameter_set_key(nal: &[u8]) -> Option<(u8, u32)> {
+    let kind = nal_type(*nal.first()?);
+    let mut bits = Bits::new(nal.get(2..)?);
+    match kind {
+        VPS => Some((VPS, bits.bits(4)?)),
+        SPS => {
+            bits.skip(4)?; // sps_video_parameter_set_id
+            let sub_layers = bits.bits(3)?;
+            bits.skip(1)?; // sps_temporal_id_nesting_flag
+            skip_profile_tier_level(&mut bits, sub_layers)?;
+            Some((SPS, bits.ue()?))
+        }
+        PPS => Some((PPS, bits.ue()?)),
+        _ => None,
+    }
+}
+
+/// `profile_tier_level(1, max_sub_layers_minus1)`, H.265 §7.3.3.
+fn skip_profile_tier_level(bits: &mut Bits<'_>, sub_layers: u32) -> Option<()> {
+    // The general profile (88 bits) and general_level_idc.
+    bits.skip(96)?;
+    let mut present = Vec::with_capacity(sub_layers as usize);
+    for _ in 0..sub_layers {
+        present.push((bits.bit()?, bits.bit()?));
+    }
+    if sub_layers > 0 {
+        bits.skip(2 * (8 - sub_layers))?;
+    }
+    for (profile, level) in present {
+        if profile == 1 {
+            bits.skip(88)?;
+        }
+        if level == 1 {
+            bits.skip(8)?;
+        }
+    }
+    Some(())
+}
+
 /// The SDP fmtp name of a parameter set NAL unit (RFC 7798 §7.1): `sprop-vps`, `sprop-sps`,
 /// `sprop-pps`.
 pub fn sprop_name(nal: &[u8]) -> Option<&'static str> {
@@ -119,5 +162,21 @@ mod tests {
         assert_eq!(sprop_name(sets[1]), Some("sprop-pps"));
         assert_eq!(parameter_sets(&[SPS << 1, 1]).len(), 1);
         assert!(parameter_sets(&[19 << 1, 1]).is_empty());
+    }
+
+    #[test]
+    fn parameter_set_ids() {
+        assert_eq!(parameter_set_key(&[VPS << 1, 1, 0x3c]), Some((VPS, 3)));
+        assert_eq!(
+            parameter_set_key(&[PPS << 1, 1, 0b0100_0000]),
+            Some((PPS, 1))
+        );
+        // SPS with no sub-layers: 4+3+1 bits, 96 bits of profile/level, then ue(v) id 2 = 011.
+        let mut sps = vec![SPS << 1, 1, 0x01];
+        sps.extend_from_slice(&[0; 12]);
+        sps.push(0b0110_0000);
+        assert_eq!(parameter_set_key(&sps), Some((SPS, 2)));
+        assert_eq!(parameter_set_key(&[SPS << 1, 1, 8]), None);
+        assert_eq!(parameter_set_key(&[19 << 1, 1, 0]), None);
     }
 }

@@ -4,6 +4,7 @@
 //! keyframe (the GOP cache starts there, and a slow reader resumes there) and, for H.264, to pick
 //! up SPS/PPS sent in-band so DESCRIBE can advertise them.
 
+mod bits;
 pub mod h264;
 pub mod h265;
 
