@@ -1,0 +1,239 @@
+//! A stream's packet ring: the one buffer every reader of a stream reads from, each at its own
+//! position, and that doubles as the GOP cache.
+//!
+//! Packets get positions that only grow (`0, 1, 2 …`); the ring holds `base..head`. A reader is a
+//! cursor into it, so fan-out costs the source one append per packet, whatever the number of
+//! readers (mediamtx and ZLMediaKit share packets the same way). What the ring keeps:
+//!
+//! - the last `window_packets` packets, so a reader that falls a little behind live can catch up;
+//! - everything since the newest keyframe (the GOP), while the GOP fits `gop_max_packets` and
+//!   `gop_max_bytes`, so a new reader starts on a whole picture at once;
+//! - never more than `max_bytes` in all, counting each packet's overhead as well as its payload.
+//!
+//! A GOP that outgrows its bounds stops being a cache until the next keyframe (new readers then
+//! wait for that keyframe). Memory is bounded per stream, not per reader: a stuck reader holds no
+//! packets, it just finds its position gone.
+
+use crate::packet::{cost, Packet};
+use std::collections::VecDeque;
+
+/// What a ring keeps (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingLimits {
+    pub(crate) window_packets: usize,
+    pub(crate) gop_cache: bool,
+    pub(crate) gop_max_packets: usize,
+    pub(crate) gop_max_bytes: usize,
+    pub(crate) max_bytes: usize,
+}
+
+/// The current GOP, while it is cacheable.
+#[derive(Debug, Clone)]
+pub(crate) struct Gop {
+    /// The position of its keyframe's first packet.
+    pub(crate) start: u64,
+    bytes: usize,
+    /// Per track, the (seq, rtptime) of the first RTP packet at or after `start`: what RTP-Info
+    /// tells a reader that starts here.
+    pub(crate) first: Vec<Option<(u16, u32)>>,
+}
+
+pub(crate) struct Ring {
+    buf: VecDeque<Packet>,
+    base: u64,
+    bytes: usize,
+    gop: Option<Gop>,
+    last_key: Option<u64>,
+    limits: RingLimits,
+    tracks: usize,
+}
+
+impl Ring {
+    pub(crate) fn new(tracks: usize, limits: RingLimits) -> Ring {
+        Ring {
+            buf: VecDeque::new(),
+            base: 0,
+            bytes: 0,
+            gop: None,
+            last_key: None,
+            limits,
+            tracks,
+        }
+    }
+
+    /// The position the next packet will get.
+    pub(crate) fn head(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
+    /// The oldest position still held.
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The packet at `pos`, if still held.
+    pub(crate) fn get(&self, pos: u64) -> Option<&Packet> {
+        let i = usize::try_from(pos.checked_sub(self.base)?).ok()?;
+        self.buf.get(i)
+    }
+
+    /// The newest keyframe start still held.
+    pub(crate) fn last_key(&self) -> Option<u64> {
+        self.last_key.filter(|k| *k >= self.base)
+    }
+
+    /// The cached GOP, if there is one.
+    pub(crate) fn gop(&self) -> Option<&Gop> {
+        self.gop.as_ref().filter(|g| g.start >= self.base)
+    }
+
+    /// Bytes held, overhead included.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Packets held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a packet; `rtp` is its (seq, rtptime) when it is RTP.
+    pub(crate) fn push(&mut self, p: Packet, rtp: Option<(u16, u32)>) {
+        let pos = self.head();
+        let size = cost(&p);
+        if p.key {
+            self.last_key = Some(pos);
+            if self.limits.gop_cache {
+                self.gop = Some(Gop {
+                    start: pos,
+                    bytes: 0,
+                    first: vec![None; self.tracks],
+                });
+            }
+        }
+        if let Some(g) = &mut self.gop {
+            g.bytes += size;
+            let packets = pos + 1 - g.start;
+            if g.bytes > self.limits.gop_max_bytes || packets > self.limits.gop_max_packets as u64 {
+                // Too long to cache: new readers wait for the next keyframe instead.
+                self.gop = None;
+            } else if let (Some(slot), Some(first)) = (g.first.get_mut(p.track), rtp) {
+                slot.get_or_insert(first);
+            }
+        }
+        self.bytes += size;
+        self.buf.push_back(p);
+        self.evict();
+    }
+
+    fn evict(&mut self) {
+        while let Some(front) = self.buf.front() {
+            let over = self.bytes > self.limits.max_bytes;
+            let in_window = self.buf.len() <= self.limits.window_packets;
+            let in_gop = self.gop.as_ref().is_some_and(|g| self.base >= g.start);
+            if !over && (in_window || in_gop) {
+                break;
+            }
+            self.bytes -= cost(front);
+            self.buf.pop_front();
+            self.base += 1;
+            if self.gop.as_ref().is_some_and(|g| g.start < self.base) {
+                self.gop = None;
+            }
+        }
+    }
+
+    /// Drops every packet (the stream has ended); positions keep counting.
+    pub(crate) fn clear(&mut self) {
+        self.base = self.head();
+        self.buf.clear();
+        self.bytes = 0;
+        self.gop = None;
+        self.last_key = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Kind, PACKET_OVERHEAD};
+    use bytes::Bytes;
+    use std::time::Instant;
+
+    fn packet(key: bool, len: usize) -> Packet {
+        Packet {
+            track: 0,
+            kind: Kind::Rtp,
+            key,
+            at: Instant::now(),
+            data: Bytes::from(vec![0u8; len]),
+        }
+    }
+
+    fn limits() -> RingLimits {
+        RingLimits {
+            window_packets: 4,
+            gop_cache: true,
+            gop_max_packets: 10,
+            gop_max_bytes: 1 << 20,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn keeps_the_window_and_the_gop() {
+        let mut r = Ring::new(1, limits());
+        for i in 0..3u16 {
+            r.push(packet(false, 10), Some((i, 0)));
+        }
+        r.push(packet(true, 10), Some((3, 0)));
+        for i in 4..9u16 {
+            r.push(packet(false, 10), Some((i, 0)));
+        }
+        // The GOP (positions 3..9) outlives the 4-packet window; what came before it does not.
+        assert_eq!((r.base(), r.head()), (3, 9));
+        let g = r.gop().unwrap();
+        assert_eq!((g.start, g.first[0]), (3, Some((3, 0))));
+        assert_eq!(r.last_key(), Some(3));
+        // Past 10 packets the GOP is no cache: only the window stays.
+        for i in 9..14u16 {
+            r.push(packet(false, 10), Some((i, 0)));
+        }
+        assert!(r.gop().is_none());
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.last_key(), None, "the keyframe has left the ring");
+    }
+
+    #[test]
+    fn tiny_packets_cannot_outgrow_the_byte_bound() {
+        let mut l = limits();
+        l.gop_max_packets = usize::MAX;
+        l.gop_max_bytes = 100 * PACKET_OVERHEAD;
+        l.max_bytes = 200 * PACKET_OVERHEAD;
+        let mut r = Ring::new(1, l);
+        r.push(packet(true, 1), None);
+        for _ in 0..100_000 {
+            r.push(packet(false, 1), None);
+        }
+        // Empty payloads still cost their overhead: the GOP was given up, the window stays.
+        assert!(r.gop().is_none());
+        assert_eq!(r.len(), 4);
+        assert!(r.bytes() <= 4 * (PACKET_OVERHEAD + 1));
+    }
+
+    #[test]
+    fn the_byte_bound_holds_even_inside_the_window() {
+        let mut l = limits();
+        l.gop_cache = false;
+        l.max_bytes = 3 * (PACKET_OVERHEAD + 1000);
+        let mut r = Ring::new(1, l);
+        for _ in 0..4 {
+            r.push(packet(false, 1000), None);
+        }
+        assert_eq!(r.len(), 3);
+        assert!(r.get(r.base()).is_some() && r.get(r.base() - 1).is_none());
+        r.clear();
+        assert_eq!((r.len(), r.bytes(), r.base(), r.head()), (0, 0, 4, 4));
+    }
+}
