@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use finch_config::Config;
 use finch_control::{ToWorker, CONTROL_FD_ENV};
-use finch_server::server::{Link, Supervision};
+use finch_server::shared::{Link, Supervision};
 use std::ffi::OsString;
 use std::io::BufRead;
 use std::os::fd::FromRawFd;
@@ -82,7 +82,9 @@ fn main() {
         }
     }
     if matches!(cli.command, Some(Command::Worker)) {
-        std::process::exit(supervised_worker(cli));
+        let code = supervised_worker(cli);
+        logging::flush();
+        std::process::exit(code);
     }
     let config = match load_config(&cli) {
         Ok(c) => c,
@@ -102,6 +104,7 @@ fn main() {
     } else {
         supervisor(&cli, config, log)
     };
+    logging::flush();
     std::process::exit(code);
 }
 
@@ -123,20 +126,21 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn reloader(cli: Cli) -> finch_server::server::Reloader {
+fn reloader(cli: Cli) -> finch_server::shared::Reloader {
     Box::new(move || load_config(&cli).map_err(|e| format!("{e:#}")))
 }
 
 /// The hooks a worker gets from the binary: status lines on stdout, log reopen and level.
-fn hooks(log: logging::Logging) -> finch_server::server::Hooks {
-    let (a, b) = (log.clone(), log);
-    finch_server::server::Hooks {
+fn hooks(log: logging::Logging) -> finch_server::shared::Hooks {
+    let (a, b, c) = (log.clone(), log.clone(), log);
+    finch_server::shared::Hooks {
         status_line: Some(Box::new(|line| {
             use std::io::Write;
             let _ = writeln!(std::io::stdout(), "{line}");
         })),
         reopen_logs: Some(Box::new(move |()| a.reopen())),
-        apply_log_config: Some(Box::new(move |c| b.apply(&c))),
+        apply_log_config: Some(Box::new(move |config| b.apply(&config))),
+        log_lines_dropped: Some(Box::new(move || c.dropped_lines())),
     }
 }
 
@@ -183,9 +187,9 @@ fn supervisor(cli: &Cli, config: Config, log: logging::Logging) -> i32 {
         exe,
         worker_args,
         config,
-        sockets: finch_server::inherit::into_fds(listeners),
+        sockets: finch_server::net::inherit::into_fds(listeners),
         reopen_logs: Box::new(move || log.reopen()),
-        binder: Box::new(rebind),
+        binder: Box::new(finch_server::net::rebind),
     })
 }
 
@@ -210,115 +214,17 @@ fn binary_path() -> Option<PathBuf> {
         .or_else(|| std::env::current_exe().ok())
 }
 
-/// The supervisor's rebinding after a reload: each group of sockets (RTSP, admin, UDP) whose
-/// addresses are unchanged is kept as it is; the others are bound anew.
-fn rebind(
-    old: &Config,
-    new: &Config,
-    held: finch_supervisor::Sockets,
-) -> Result<finch_supervisor::Sockets, (String, finch_supervisor::Sockets)> {
-    let same_admin = old.admin.enabled == new.admin.enabled && old.admin.listen == new.admin.listen;
-    let same_udp = old.rtsp.udp == new.rtsp.udp
-        && old.rtsp.rtp_port == new.rtsp.rtp_port
-        && old.rtsp.listen_addresses.first() == new.rtsp.listen_addresses.first();
-    // RTSP listeners are kept or bound one address at a time: an address both configs share is
-    // still held by the running worker and cannot be bound again.
-    let mut rtsp_held: Vec<(Option<std::net::SocketAddr>, std::os::fd::OwnedFd)> = Vec::new();
-    let mut others: finch_supervisor::Sockets = Vec::new();
-    for (name, fd) in held {
-        if name == "rtsp" {
-            let listener = std::net::TcpListener::from(fd);
-            let addr = listener.local_addr().ok();
-            rtsp_held.push((addr, listener.into()));
-        } else {
-            others.push((name, fd));
-        }
-    }
-    let restore = |rtsp_held: Vec<(Option<std::net::SocketAddr>, std::os::fd::OwnedFd)>,
-                   others: finch_supervisor::Sockets| {
-        let mut all: finch_supervisor::Sockets = rtsp_held
-            .into_iter()
-            .map(|(_, fd)| ("rtsp".to_owned(), fd))
-            .collect();
-        all.extend(others);
-        all
-    };
-    let wanted: Vec<std::net::SocketAddr> = new
-        .rtsp
-        .listen_addresses
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .map(|ip| std::net::SocketAddr::new(ip, new.rtsp.port))
-        .collect();
-    let mut rtsp_new: Vec<std::os::fd::OwnedFd> = Vec::new();
-    let mut reused = vec![false; rtsp_held.len()];
-    for addr in &wanted {
-        if let Some(k) = rtsp_held.iter().position(|(a, _)| a.as_ref() == Some(addr)) {
-            reused[k] = true;
-            continue;
-        }
-        match finch_server::bind_rtsp_at(*addr) {
-            Ok(l) => rtsp_new.push(l.into()),
-            Err(e) => {
-                return Err((
-                    format!("{:#}", anyhow::Error::from(e)),
-                    restore(rtsp_held, others),
-                ))
-            }
-        }
-    }
-    let fresh = (|| -> Result<finch_server::Listeners, finch_server::ServerError> {
-        Ok(finch_server::Listeners {
-            rtsp: Vec::new(),
-            admin: if same_admin {
-                None
-            } else {
-                finch_server::bind_admin(new)?
-            },
-            udp: if same_udp {
-                None
-            } else {
-                finch_server::bind_udp(new)?
-            },
-        })
-    })();
-    let fresh = match fresh {
-        Ok(f) => finch_server::inherit::into_fds(f),
-        Err(e) => {
-            return Err((
-                format!("{:#}", anyhow::Error::from(e)),
-                restore(rtsp_held, others),
-            ))
-        }
-    };
-    let mut out: finch_supervisor::Sockets = Vec::new();
-    for ((_, fd), keep) in rtsp_held.into_iter().zip(reused) {
-        if keep {
-            out.push(("rtsp".to_owned(), fd));
-        }
-    }
-    out.extend(rtsp_new.into_iter().map(|fd| ("rtsp".to_owned(), fd)));
-    let keep_other = |name: &str| {
-        if name == "admin" {
-            same_admin
-        } else {
-            same_udp
-        }
-    };
-    out.extend(others.into_iter().filter(|(n, _)| keep_other(n)));
-    out.extend(fresh);
-    // The order the worker expects: rtsp…, admin, rtp, rtcp.
-    out.sort_by_key(|(n, _)| match n.as_str() {
-        "rtsp" => 0,
-        "admin" => 1,
-        "rtp" => 2,
-        _ => 3,
-    });
-    Ok(out)
-}
-
 fn foreground_worker(cli: Cli, config: Config, log: logging::Logging) -> i32 {
-    // In --foreground the pid file holds the worker's pid (there is no supervisor).
+    let listeners = match finch_server::net::inherit::take_from_env(true) {
+        Some(fds) => finch_server::net::inherit::from_fds(fds),
+        None => match bind_or_report(&config) {
+            Ok(l) => l,
+            Err(code) => return code,
+        },
+    };
+    // In --foreground the pid file holds the worker's pid (there is no supervisor). Written
+    // only once the sockets are ours: a second instance that cannot bind must not overwrite
+    // (and at exit delete) the running one's.
     let _pid_file = match config.supervisor.pid_file.as_str() {
         "" => None,
         path => match finch_supervisor::pidfile::PidFile::create(path.as_ref()) {
@@ -327,13 +233,6 @@ fn foreground_worker(cli: Cli, config: Config, log: logging::Logging) -> i32 {
                 eprintln!("finch: cannot run: cannot write the pid file {path}: {e}");
                 return exit::CANNOT_RUN;
             }
-        },
-    };
-    let listeners = match finch_server::inherit::take_from_env(true) {
-        Some(fds) => finch_server::inherit::from_fds(fds),
-        None => match bind_or_report(&config) {
-            Ok(l) => l,
-            Err(code) => return code,
         },
     };
     if listeners.rtsp.is_empty() {
@@ -396,12 +295,12 @@ fn supervised_worker(cli: Cli) -> i32 {
     };
     let log = logging::init(&config);
     raise_open_files_limit();
-    let Some(fds) = finch_server::inherit::take_from_env(false) else {
+    let Some(fds) = finch_server::net::inherit::take_from_env(false) else {
         eprintln!("finch worker: no sockets from the supervisor");
         return exit::CANNOT_RUN;
     };
-    let listeners = finch_server::inherit::from_fds(fds);
-    let (tx, rx) = tokio::sync::mpsc::channel(finch_server::control::CONTROL_QUEUE);
+    let listeners = finch_server::net::inherit::from_fds(fds);
+    let (tx, rx) = finch_server::report::channel();
     let link = Link {
         errors,
         supervision: Some(Supervision {
@@ -411,7 +310,7 @@ fn supervised_worker(cli: Cli) -> i32 {
             restarts_total,
             restarts_by_reason,
         }),
-        to_supervisor: Some(tx),
+        reporter: Some(tx),
         reloader: Some(reloader(cli)),
         hooks: hooks(log),
     };
@@ -420,7 +319,7 @@ fn supervised_worker(cli: Cli) -> i32 {
 
 type ControlChannel = (
     std::os::unix::net::UnixStream,
-    tokio::sync::mpsc::Receiver<finch_control::ToSupervisor>,
+    finch_server::report::Reports,
 );
 
 fn run_worker(
@@ -459,7 +358,7 @@ fn run_worker(
         let control = control.map(|(stream, rx)| {
             let (now, finish) = (stop.now.clone(), finish.clone());
             tokio::spawn(async move {
-                if let Err(e) = finch_server::control::run(stream, rx, now, finish).await {
+                if let Err(e) = finch_server::worker::control::run(stream, rx, now, finish).await {
                     tracing::error!(error = %e, "control channel failed");
                 }
             })

@@ -100,58 +100,35 @@ fn port_taken_exits_255_supervised_or_not_and_starts_no_worker() {
 }
 
 #[test]
-fn log_file_reopens_on_sigusr1_level_follows_reload_and_status_lines_print() {
-    use std::io::{BufRead, BufReader};
-    let dir = temp_dir("logfile");
-    let log = dir.join("finch.log");
-    let rtsp = free_tcp_port();
-    let admin = free_tcp_port();
-    let config = dir.join("finch.toml");
-    let base = format!(
-        "[rtsp]\nlisten_addresses = [\"127.0.0.1\"]\nport = {rtsp}\nudp = false\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[log]\nfile = \"{}\"\nstats_interval_secs = 1\n",
-        log.display()
-    );
-    std::fs::write(&config, format!("{base}level = \"info\"\n")).unwrap();
-    let mut child = finch()
-        .args(["-d", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // DSS's status line on stdout: a header, then figures.
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let header = out.next().unwrap().unwrap();
-    assert!(
-        header.contains("kBits/Sec") && header.contains("Readers"),
-        "{header}"
-    );
-    let figures = out.next().unwrap().unwrap();
-    assert_eq!(figures.split_whitespace().count(), 8, "{figures}");
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("RTSP listening"), "{text}");
-    assert!(
-        !text.contains("connection closed"),
-        "debug lines at info level"
-    );
-    // Rotation: move the file away, SIGUSR1, a new file appears.
-    let rotated = dir.join("finch.log.1");
-    std::fs::rename(&log, &rotated).unwrap();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
-    assert!(wait_until(std::time::Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("log file reopened"))
-    }));
-    // A reload to debug level takes effect without a restart.
-    std::fs::write(&config, format!("{base}level = \"debug\"\n")).unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    assert!(wait_until(std::time::Duration::from_secs(10), || {
-        let _ = std::net::TcpStream::connect(("127.0.0.1", rtsp));
-        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("connection closed"))
-    }));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+fn a_second_finch_that_cannot_bind_leaves_the_first_one_s_pid_file() {
+    let dir = temp_dir("pidtaken");
+    let pid_file = dir.join("finch.pid");
+    let extra = format!("[supervisor]\npid_file = \"{}\"\n", pid_file.display());
+    for supervised in [false, true] {
+        let first = if supervised {
+            Finch::start_supervised("pidtaken-first-s", &extra)
+        } else {
+            Finch::start("pidtaken-first", &extra)
+        };
+        let mut second = finch();
+        if !supervised {
+            second.arg("-d");
+        }
+        let out = second
+            .arg("--config")
+            .arg(first.config_path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(255), "supervised={supervised}");
+        let held = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        assert_eq!(
+            held.trim(),
+            first.pid().to_string(),
+            "supervised={supervised}: the running finch's pid file was overwritten or removed"
+        );
+        drop(first);
+        let _ = std::fs::remove_file(&pid_file);
+    }
 }
 
 #[test]

@@ -127,35 +127,61 @@ impl Finch {
     }
 
     fn launch(name: &str, extra: &str, args: &[&str]) -> Finch {
-        Finch::launch_binary(Path::new(env!("CARGO_BIN_EXE_finch")), name, extra, args)
+        Finch::launch_binary(
+            Path::new(env!("CARGO_BIN_EXE_finch")),
+            name,
+            extra,
+            args,
+            None,
+        )
     }
 
     /// Starts a given `finch` binary (a copy, for upgrade tests) under its supervisor.
     pub fn start_supervised_binary(bin: &Path, name: &str, extra: &str) -> Finch {
-        Finch::launch_binary(bin, name, extra, &[])
+        Finch::launch_binary(bin, name, extra, &[], None)
     }
 
-    fn launch_binary(bin: &Path, name: &str, extra: &str, args: &[&str]) -> Finch {
+    /// Starts finch (under its supervisor unless `args` has `-d`) with its stderr going to
+    /// `stderr` instead of the log file.
+    pub fn start_with_stderr(name: &str, extra: &str, args: &[&str], stderr: Stdio) -> Finch {
+        let bin = Path::new(env!("CARGO_BIN_EXE_finch"));
+        Finch::launch_binary(bin, name, extra, args, Some(stderr))
+    }
+
+    fn launch_binary(
+        bin: &Path,
+        name: &str,
+        extra: &str,
+        args: &[&str],
+        stderr: Option<Stdio>,
+    ) -> Finch {
         let dir = temp_dir(name);
         let rtsp_port = free_tcp_port();
         let admin_port = free_tcp_port();
         let rtp_port = free_udp_pair();
+        let rtsp_extra = extract_section(extra, "rtsp");
+        // A test that lists its own addresses replaces the default loopback one.
+        let listen = if rtsp_extra.contains("listen_addresses") {
+            ""
+        } else {
+            "listen_addresses = [\"127.0.0.1\"]\n"
+        };
         let config = format!(
-            "[rtsp]\nlisten_addresses = [\"127.0.0.1\"]\nport = {rtsp_port}\nrtp_port = {rtp_port}\n{}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}\n{}",
-            extract_section(extra, "rtsp"),
+            "[rtsp]\n{listen}port = {rtsp_port}\nrtp_port = {rtp_port}\n{rtsp_extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}\n{}",
             extract_section(extra, "admin"),
             strip_section(&strip_section(extra, "rtsp"), "admin"),
         );
         let config_path = dir.join("finch.toml");
         std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.join("finch.log")).unwrap();
+        let stderr = stderr
+            .unwrap_or_else(|| Stdio::from(std::fs::File::create(dir.join("finch.log")).unwrap()));
         let child = Command::new(bin)
             .arg("--config")
             .arg(&config_path)
             .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut f = Finch {
@@ -186,6 +212,11 @@ impl Finch {
     /// `rtsp://127.0.0.1:port/<path>`
     pub fn url(&self, path: &str) -> String {
         format!("rtsp://127.0.0.1:{}/{path}", self.rtsp_port)
+    }
+
+    /// `rtsp://[::1]:port/<path>`
+    pub fn url6(&self, path: &str) -> String {
+        format!("rtsp://[::1]:{}/{path}", self.rtsp_port)
     }
 
     /// The server's log so far.
@@ -523,6 +554,26 @@ impl Raw {
         }
         false
     }
+}
+
+/// One H.264 track, for publishers written by hand.
+pub const H264_SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=0\r\n";
+
+/// A publisher written by hand: ANNOUNCE with `sdp`, SETUP of track 0 with `transport` (which
+/// must say mode=record), RECORD. Returns the connection and its Session header.
+pub fn raw_publish(finch: &Finch, path: &str, sdp: &str, transport: &str) -> (Raw, String) {
+    let mut raw = Raw::connect(finch.rtsp_port);
+    let url = finch.url(path);
+    let r = raw.request("ANNOUNCE", &url, 1, &["Content-Type: application/sdp"], sdp);
+    assert_eq!(r.status, 200, "{r:?}");
+    let session = format!("Session: {}", r.session_id());
+    let transport = format!("Transport: {transport}");
+    let track = format!("{url}/trackID=0");
+    let r = raw.request("SETUP", &track, 2, &[&transport, &session], "");
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = raw.request("RECORD", &url, 3, &[&session], "");
+    assert_eq!(r.status, 200, "{r:?}");
+    (raw, session)
 }
 
 /// Runs ffprobe on a URL and returns "codec:WxH" per stream.

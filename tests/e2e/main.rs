@@ -6,8 +6,12 @@
 
 mod admin;
 mod cli;
+mod describe;
 mod harness;
+mod logs;
 mod malformed;
+mod net;
 mod players;
 mod relay;
+mod sessions;
 mod supervisor;

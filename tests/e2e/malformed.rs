@@ -51,6 +51,13 @@ fn malformed_requests_get_the_right_status_and_the_server_survives() {
     assert_eq!(raw.response().map(|r| r.status), Some(400));
     assert_eq!(raw.request("OPTIONS", "*", 3, &[], "").status, 200);
 
+    // A CSeq that is not a decimal number (RFC 2326 §12.17): 400, and the connection goes on.
+    for bad in ["abc", "-1", "1.5", "0x10", ""] {
+        raw.send(format!("OPTIONS * RTSP/1.0\r\nCSeq: {bad}\r\n\r\n").as_bytes());
+        assert_eq!(raw.response().map(|r| r.status), Some(400), "CSeq {bad:?}");
+    }
+    assert_eq!(raw.request("OPTIONS", "*", 3, &[], "").status, 200);
+
     // Wrong version: 505 with the CSeq echoed.
     raw.send(b"OPTIONS * RTSP/2.0\r\nCSeq: 4\r\n\r\n");
     let r = raw.response().unwrap();
@@ -118,4 +125,37 @@ fn malformed_requests_get_the_right_status_and_the_server_survives() {
     drop(raw);
 
     still_serving(&mut finch);
+}
+
+#[test]
+fn ten_thousand_made_up_methods_get_501_and_do_not_grow_the_metrics() {
+    let finch = Finch::start("methods", "");
+    let metrics = || http(finch.admin_port, "GET", "/metrics", "").unwrap().1;
+    let mut raw = Raw::connect(finch.rtsp_port);
+    assert_eq!(raw.request("OPTIONS", "*", 1, &[], "").status, 200);
+    let before = metrics().len();
+    for round in 0..50u32 {
+        let mut batch = String::new();
+        for i in 0..200 {
+            let n = round * 200 + i;
+            batch.push_str(&format!("METHOD{n} * RTSP/1.0\r\nCSeq: {n}\r\n\r\n"));
+        }
+        raw.send(batch.as_bytes());
+        for _ in 0..200 {
+            assert_eq!(raw.response().map(|r| r.status), Some(501));
+        }
+    }
+    let after = metrics();
+    assert!(after.contains("method=\"other\""), "{after}");
+    assert!(
+        !after.contains("METHOD9999"),
+        "a client's method became a label"
+    );
+    // One new label set (other), however many methods: a few hundred bytes, not megabytes.
+    assert!(
+        after.len() < before + 4096,
+        "the exposition grew from {before} to {} bytes",
+        after.len()
+    );
+    assert_eq!(raw.request("OPTIONS", "*", 2, &[], "").status, 200);
 }

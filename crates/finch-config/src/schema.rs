@@ -129,14 +129,16 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RelayConfig {
-    /// Packets each reader's queue holds before it starts dropping frames.
+    /// How many packets a reader may fall behind live before it skips ahead to a newer keyframe.
     pub reader_queue_packets: usize,
-    /// A reader that has dropped this many packets in a row is disconnected.
+    /// A reader that skips this many packets without being sent one in between is disconnected.
     pub slow_reader_max_dropped_packets: u64,
     /// Whether new readers start at the last keyframe.
     pub gop_cache: bool,
-    /// The GOP cache's bound; a longer GOP is not cached.
+    /// The GOP cache's bound in bytes, counting each packet's overhead; a longer GOP is not cached.
     pub gop_cache_max_bytes: usize,
+    /// The GOP cache's bound in packets; a longer GOP is not cached.
+    pub gop_cache_max_packets: usize,
 }
 
 impl Default for RelayConfig {
@@ -146,6 +148,7 @@ impl Default for RelayConfig {
             slow_reader_max_dropped_packets: 3000,
             gop_cache: true,
             gop_cache_max_bytes: 8 * 1024 * 1024,
+            gop_cache_max_packets: 8192,
         }
     }
 }
@@ -407,6 +410,12 @@ impl Config {
         }
         if rl.gop_cache_max_bytes > 1 << 30 {
             return bad(&["relay", "gop_cache_max_bytes"], "must be at most 1 GiB");
+        }
+        if !(16..=1 << 20).contains(&rl.gop_cache_max_packets) {
+            return bad(
+                &["relay", "gop_cache_max_packets"],
+                "must be between 16 and 1048576",
+            );
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str())
             && !self.log.level.contains('=')

@@ -7,13 +7,14 @@
 //! worker, and [`ErrorLog::fatal`] is the one call that does it. Which conditions are fatal is
 //! listed in ARCHITECTURE.md; an ordinary error is logged, counted and rate-limited, nothing more.
 
+use crate::report::Reporter;
 use crate::state::ServerState;
 use finch_control::{ErrorEntry, ToSupervisor, MAX_ERRORS};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// DSS's verbosities, most severe first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +61,7 @@ pub struct ErrorLog {
     ring: Mutex<VecDeque<ErrorEntry>>,
     counts: [AtomicU64; 5],
     rate: Mutex<(Option<Instant>, u32, u64)>,
-    supervisor: Option<mpsc::Sender<ToSupervisor>>,
+    supervisor: Option<Reporter>,
     state: watch::Sender<ServerState>,
 }
 
@@ -69,7 +70,7 @@ impl ErrorLog {
     /// entries to the supervisor, if there is one.
     pub fn new(
         errors: Vec<ErrorEntry>,
-        supervisor: Option<mpsc::Sender<ToSupervisor>>,
+        supervisor: Option<Reporter>,
         state: watch::Sender<ServerState>,
     ) -> ErrorLog {
         ErrorLog {
@@ -87,7 +88,7 @@ impl ErrorLog {
         self.log(Verbosity::Fatal, &message);
         self.state.send_replace(ServerState::FatalError);
         if let Some(s) = &self.supervisor {
-            send_reliably(s, ToSupervisor::Fatal { message });
+            s.reliable(ToSupervisor::Fatal { message });
         }
     }
 
@@ -113,7 +114,7 @@ impl ErrorLog {
         }
         if let Some(s) = &self.supervisor {
             // Best effort: a full control queue must never block the caller.
-            let _ = s.try_send(ToSupervisor::Log { entry });
+            s.lossy(ToSupervisor::Log { entry });
         }
         if verbosity != Verbosity::Fatal && !self.admit_line() {
             return;
@@ -166,17 +167,6 @@ impl ErrorLog {
     }
 }
 
-/// Sends a report that must not be lost (fatal, restart, config): when the queue is full of
-/// lossy reports, a task waits for room instead of dropping it.
-pub fn send_reliably(tx: &mpsc::Sender<ToSupervisor>, msg: ToSupervisor) {
-    if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(msg) {
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let tx = tx.clone();
-            handle.spawn(async move { tx.send(msg).await });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,7 +174,7 @@ mod tests {
     #[tokio::test]
     async fn only_fatal_changes_the_state() {
         let state = watch::Sender::new(ServerState::Running);
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = crate::report::channel();
         let log = ErrorLog::new(Vec::new(), Some(tx), state.clone());
         for _ in 0..50 {
             log.error("a camera went away");
@@ -195,14 +185,14 @@ mod tests {
         log.fatal("cannot go on");
         assert_eq!(*state.borrow(), ServerState::FatalError);
         assert_eq!(log.entries().last().unwrap().verbosity, "fatal");
-        // The queue was full of log entries; the fatal report still arrives.
-        let mut fatal_seen = false;
-        while let Ok(Some(m)) =
-            tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv()).await
-        {
-            fatal_seen |= matches!(m, ToSupervisor::Fatal { .. });
+        // The lossy queue is full of log entries; the fatal report still arrives.
+        for _ in 0..crate::report::LOSSY_QUEUE {
+            log.error("more");
         }
-        assert!(fatal_seen);
+        assert!(matches!(
+            rx.reliable.recv().await,
+            Some(ToSupervisor::Fatal { .. })
+        ));
     }
 
     #[test]

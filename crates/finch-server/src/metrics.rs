@@ -4,17 +4,22 @@
 //! registry keeps the totals of streams that ended. Values are read when the endpoint is
 //! scraped; counters only ever move forward (a scrape adds the growth since the last one).
 //! Request latency is the one thing observed as it happens, once per RTSP request.
+//!
+//! Every label value comes from a fixed set (methods, statuses, states, reasons), never from
+//! what a client sent, so no input can grow the exposition.
+//!
+//! Rendering takes a [`Snapshot`] of the worker, so this module depends on nothing above it.
 
 use crate::errorlog::Verbosity;
-use crate::server::Server;
 use crate::state::ServerState;
+use finch_proto::rtsp::Method;
+use finch_relay::Totals;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 type Labels = Vec<(String, String)>;
@@ -51,6 +56,40 @@ pub struct Metrics {
     pub request_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Requests that broke a limit or could not be parsed, by status.
     pub bad_requests: Family<Labels, Counter>,
+    log_dropped: Counter,
+}
+
+/// What the metrics read from the worker at scrape time.
+pub struct Snapshot {
+    /// The server state.
+    pub state: ServerState,
+    /// Open RTSP connections.
+    pub connections: u64,
+    /// Sessions by role.
+    pub publishers: usize,
+    /// Reader sessions.
+    pub readers_sessions: usize,
+    /// Published paths.
+    pub paths: usize,
+    /// Readers by transport: (tcp, udp).
+    pub readers: (usize, usize),
+    /// Traffic totals.
+    pub totals: Totals,
+    /// Error-log entries by verbosity.
+    pub errors: Vec<(Verbosity, u64)>,
+    /// Worker restarts by reason, when supervised.
+    pub restarts: Option<Vec<(String, u64)>>,
+    /// Log lines dropped because the log sink could not keep up.
+    pub log_dropped: u64,
+}
+
+/// The metrics label of a request method: unknown methods share one, so a client sending
+/// thousands of made-up methods cannot grow memory or the exposition.
+pub fn method_label(m: &Method) -> &str {
+    match m {
+        Method::Other(_) => "other",
+        known => known.as_str(),
+    }
 }
 
 impl Default for Metrics {
@@ -79,6 +118,7 @@ impl Metrics {
             restarts: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             bad_requests: Family::default(),
+            log_dropped: Counter::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -141,6 +181,11 @@ impl Metrics {
                 "Requests refused by the parser, by status",
                 m.bad_requests.clone(),
             );
+            r.register(
+                "log_lines_dropped",
+                "Log lines dropped because the log's destination could not keep up",
+                m.log_dropped.clone(),
+            );
         }
         m.build_info
             .get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))]))
@@ -158,9 +203,23 @@ impl Metrics {
         self.connections_total.get()
     }
 
-    /// The Prometheus text exposition, with values read now.
-    pub fn render(&self, server: &Server) -> String {
-        let current = *server.state.borrow();
+    /// Observes one RTSP request's handling time.
+    pub fn observe_request(&self, method: &Method, secs: f64) {
+        self.request_seconds
+            .get_or_create(&labels(&[("method", method_label(method))]))
+            .observe(secs);
+    }
+
+    /// Counts a request the parser refused, by the status it got (`closed` for none).
+    pub fn bad_request(&self, status: Option<u16>) {
+        let label = status.map_or("closed".to_owned(), |s| s.to_string());
+        self.bad_requests
+            .get_or_create(&vec![("status".to_owned(), label)])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of `snap`.
+    pub fn render(&self, snap: &Snapshot) -> String {
         for s in [
             ServerState::Starting,
             ServerState::Running,
@@ -171,66 +230,45 @@ impl Metrics {
         ] {
             self.state
                 .get_or_create(&labels(&[("state", s.as_str())]))
-                .set(i64::from(s == current));
+                .set(i64::from(s == snap.state));
         }
-        self.connections
-            .set(server.connections.load(Ordering::Relaxed) as i64);
-        let sessions = server.list_sessions();
-        for role in ["publisher", "reader"] {
-            let n = sessions.iter().filter(|s| s.role == role).count();
+        self.connections.set(snap.connections as i64);
+        for (role, n) in [
+            ("publisher", snap.publishers),
+            ("reader", snap.readers_sessions),
+        ] {
             self.sessions
                 .get_or_create(&labels(&[("role", role)]))
                 .set(n as i64);
         }
-        let paths = server.registry.list();
-        self.paths.set(paths.len() as i64);
-        let (mut tcp, mut udp) = (0i64, 0i64);
-        let totals = server.registry.totals();
-        for p in &paths {
-            for r in p.stream.readers() {
-                if r.transport == "udp" {
-                    udp += 1;
-                } else {
-                    tcp += 1;
-                }
-            }
+        self.paths.set(snap.paths as i64);
+        for (transport, n) in [("tcp", snap.readers.0), ("udp", snap.readers.1)] {
+            self.readers
+                .get_or_create(&labels(&[("transport", transport)]))
+                .set(n as i64);
         }
-        self.readers
-            .get_or_create(&labels(&[("transport", "tcp")]))
-            .set(tcp);
-        self.readers
-            .get_or_create(&labels(&[("transport", "udp")]))
-            .set(udp);
-        advance(
-            &self.packets.get_or_create(&labels(&[("direction", "in")])),
-            totals.packets_in,
-        );
-        advance(
-            &self.packets.get_or_create(&labels(&[("direction", "out")])),
-            totals.packets_out,
-        );
-        advance(
-            &self.bytes.get_or_create(&labels(&[("direction", "in")])),
-            totals.bytes_in,
-        );
-        advance(
-            &self.bytes.get_or_create(&labels(&[("direction", "out")])),
-            totals.bytes_out,
-        );
-        advance(&self.dropped, totals.packets_dropped);
-        advance(&self.kicked, totals.readers_kicked);
-        for v in Verbosity::ALL {
+        let t = &snap.totals;
+        for (family, dir, total) in [
+            (&self.packets, "in", t.packets_in),
+            (&self.packets, "out", t.packets_out),
+            (&self.bytes, "in", t.bytes_in),
+            (&self.bytes, "out", t.bytes_out),
+        ] {
+            advance(&family.get_or_create(&labels(&[("direction", dir)])), total);
+        }
+        advance(&self.dropped, t.packets_dropped);
+        advance(&self.kicked, t.readers_kicked);
+        for (v, n) in &snap.errors {
             advance(
                 &self
                     .errors
                     .get_or_create(&labels(&[("verbosity", v.as_str())])),
-                server.errors.count(v),
+                *n,
             );
         }
-        if let Some(sup) = &server.supervision {
+        if let Some(by_reason) = &snap.restarts {
             for reason in ["signal", "fatal", "hang", "exit", "requested"] {
-                let n = sup
-                    .restarts_by_reason
+                let n = by_reason
                     .iter()
                     .find(|(r, _)| r == reason)
                     .map_or(0, |(_, n)| *n);
@@ -240,6 +278,7 @@ impl Metrics {
                 );
             }
         }
+        advance(&self.log_dropped, snap.log_dropped);
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         if encode(&mut out, &registry).is_err() {
@@ -268,5 +307,32 @@ mod tests {
         advance(&c, 7);
         advance(&c, 12);
         assert_eq!(c.get(), 12);
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m = Metrics::new();
+        for i in 0..10_000 {
+            m.observe_request(&Method::from_token(&format!("M{i}")), 0.001);
+        }
+        m.observe_request(&Method::Options, 0.001);
+        let snap = Snapshot {
+            state: ServerState::Running,
+            connections: 0,
+            publishers: 0,
+            readers_sessions: 0,
+            paths: 0,
+            readers: (0, 0),
+            totals: Totals::default(),
+            errors: Vec::new(),
+            restarts: None,
+            log_dropped: 0,
+        };
+        let text = m.render(&snap);
+        assert_eq!(
+            text.matches("method=\"other\"").count(),
+            text.matches("method=\"OPTIONS\"").count()
+        );
+        assert!(text.len() < 20_000, "{} bytes", text.len());
     }
 }

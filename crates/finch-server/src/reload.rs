@@ -6,7 +6,7 @@
 //! that need new sockets (listen addresses and ports) are handed to the supervisor, which binds
 //! the new sockets and restarts the worker gracefully; in `--foreground` they wait for a restart.
 
-use crate::server::Server;
+use crate::shared::Shared;
 use finch_config::Config;
 use finch_control::ToSupervisor;
 
@@ -30,7 +30,7 @@ pub struct Reloaded {
 }
 
 /// Reloads from the config's sources; `Err` carries the reason (file:line:column …).
-pub fn reload(server: &Server) -> Result<Reloaded, String> {
+pub fn reload(server: &Shared) -> Result<Reloaded, String> {
     let Some(reloader) = &server.reloader else {
         return Err("this worker has no config source to reload from".to_owned());
     };

@@ -1,39 +1,23 @@
-//! What every connection shares: the config in force, the path registry, the UDP transport, the
-//! session table and the server state.
+//! What every room of the worker shares: the config in force, the path registry, the UDP
+//! transport, the session table, the server state, the error log and the metrics.
+//!
+//! It holds data and small accessors only; the behaviour lives in the rooms (`rtsp`, `udp`,
+//! `admin`, `worker`), which all look at one [`Shared`].
 
-use crate::errorlog::ErrorLog;
-use crate::registry::Registry;
+use crate::errorlog::{ErrorLog, Verbosity};
+use crate::metrics::{Metrics, Snapshot};
+use crate::report::Reporter;
+use crate::sessions::Sessions;
 use crate::state::ServerState;
-use crate::stream::RelayParams;
 use crate::udp::Udp;
 use finch_config::Config;
 use finch_control::{Restart, ToSupervisor};
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use finch_relay::{Registry, RelayParams};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// An RTSP session as the admin API sees it.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    /// The session id.
-    pub id: String,
-    /// The path.
-    pub path: String,
-    /// `publisher` or `reader`.
-    pub role: &'static str,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// `tcp`, `udp`, or `None` before SETUP.
-    pub transport: Option<&'static str>,
-    /// When it was created.
-    pub since: SystemTime,
-    /// Cancelling it closes the session's connection.
-    pub kick: CancellationToken,
-}
 
 /// What the supervisor told this worker when it started (none in `--foreground`).
 #[derive(Debug, Clone, Default)]
@@ -53,69 +37,103 @@ pub struct Supervision {
 /// Re-reads the config from where it came from (file, environment, flags) and validates it.
 pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
-/// Faults an operator may inject (`debug.fault_injection`), observed by the run loop.
+/// Faults an operator may inject (`debug.fault_injection`).
 #[derive(Debug, Default)]
 pub struct Faults {
     /// Block the run loop forever (no more heartbeats).
     pub hang: AtomicBool,
     /// Panic on the run loop.
     pub panic_core: AtomicBool,
+    /// The most recently accepted RTSP connection's fault trigger: cancelling it makes that
+    /// connection's task panic.
+    pub latest_conn: Mutex<Option<CancellationToken>>,
+}
+
+/// A hook taking one argument.
+pub type Hook<T> = Option<Box<dyn Fn(T) + Send + Sync>>;
+
+/// What the binary plugs in: terminal and log-file concerns the library does not own.
+#[derive(Default)]
+pub struct Hooks {
+    /// Prints one status line (DSS's terminal output).
+    pub status_line: Hook<String>,
+    /// Reopens the log file (SIGUSR1, after log rotation).
+    pub reopen_logs: Hook<()>,
+    /// Applies a reloaded config's log settings (level).
+    pub apply_log_config: Hook<Arc<Config>>,
+    /// Log lines dropped so far because their destination could not keep up.
+    pub log_lines_dropped: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+/// How this worker is tied to a supervisor and to its config's sources.
+#[derive(Default)]
+pub struct Link {
+    /// The binary's hooks.
+    pub hooks: Hooks,
+    /// The error ring a previous worker left.
+    pub errors: Vec<finch_control::ErrorEntry>,
+    /// Supervisor facts.
+    pub supervision: Option<Supervision>,
+    /// Reports to the supervisor.
+    pub reporter: Option<Reporter>,
+    /// How to reload the config.
+    pub reloader: Option<Reloader>,
 }
 
 /// The worker's shared state.
-pub struct Server {
+pub struct Shared {
     /// The error log (DSS's ErrorLog role).
     pub errors: ErrorLog,
     /// Supervisor facts, if supervised.
     pub supervision: Option<Supervision>,
-    /// Reports to the supervisor, if supervised.
-    pub to_supervisor: Option<mpsc::Sender<ToSupervisor>>,
+    reporter: Option<Reporter>,
     /// How to reload the config.
     pub reloader: Option<Reloader>,
     /// Injected faults.
     pub faults: Faults,
     /// Prometheus metrics.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Metrics,
     /// The binary's hooks.
     pub hooks: Hooks,
     config: RwLock<Arc<Config>>,
     /// Paths and their streams.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// The shared UDP sockets, if UDP is on.
     pub udp: Option<Arc<Udp>>,
-    sessions: Mutex<HashMap<String, SessionInfo>>,
+    /// Live RTSP sessions.
+    pub sessions: Arc<Sessions>,
     /// The server state.
     pub state: watch::Sender<ServerState>,
-    /// Fired when the worker stops.
+    /// Fired when the worker stops: every connection hangs off it.
     pub shutdown: CancellationToken,
     /// When the worker started.
     pub started_at: SystemTime,
     next_conn: AtomicU64,
-    /// Open RTSP connections.
+    /// Open RTSP connections (all listeners together).
     pub connections: AtomicU64,
 }
 
-impl Server {
-    /// A server with this config.
+impl Shared {
+    /// The shared state of a worker with this config.
     pub fn new(
         config: Config,
         udp: Option<Arc<Udp>>,
         shutdown: CancellationToken,
         link: Link,
-    ) -> Server {
+    ) -> Shared {
         let state = watch::Sender::new(ServerState::Starting);
-        Server {
-            errors: ErrorLog::new(link.errors, link.to_supervisor.clone(), state.clone()),
+        Shared {
+            errors: ErrorLog::new(link.errors, link.reporter.clone(), state.clone()),
             supervision: link.supervision,
-            to_supervisor: link.to_supervisor,
+            reporter: link.reporter,
             reloader: link.reloader,
             faults: Faults::default(),
-            metrics: crate::metrics::Metrics::new(),
+            metrics: Metrics::new(),
             hooks: link.hooks,
             config: RwLock::new(Arc::new(config)),
-            registry: Registry::default(),
+            registry: Registry::new(),
             udp,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Arc::new(Sessions::default()),
             state,
             shutdown,
             started_at: SystemTime::now(),
@@ -137,15 +155,19 @@ impl Server {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
-    /// Sends a report to the supervisor, if there is one; never waits, never loses it (see
-    /// [`crate::errorlog::send_reliably`]). False when there is no supervisor.
+    /// Sends a report that must reach the supervisor, if there is one; never waits. False when
+    /// there is no supervisor to hear it.
     pub fn report(&self, msg: ToSupervisor) -> bool {
-        match &self.to_supervisor {
-            Some(s) if !s.is_closed() => {
-                crate::errorlog::send_reliably(s, msg);
-                true
-            }
+        match &self.reporter {
+            Some(r) if !r.is_closed() => r.reliable(msg),
             _ => false,
+        }
+    }
+
+    /// A heartbeat (lossy: the next one follows in a second).
+    pub fn heartbeat(&self) {
+        if let Some(r) = &self.reporter {
+            r.lossy(ToSupervisor::Heartbeat);
         }
     }
 
@@ -157,6 +179,7 @@ impl Server {
             slow_reader_max_dropped_packets: c.relay.slow_reader_max_dropped_packets,
             gop_cache: c.relay.gop_cache,
             gop_cache_max_bytes: c.relay.gop_cache_max_bytes,
+            gop_cache_max_packets: c.relay.gop_cache_max_packets,
             max_readers: c.limits.max_readers_per_path,
         }
     }
@@ -166,93 +189,47 @@ impl Server {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionInfo>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    /// Open RTSP connections.
+    pub fn connection_count(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
-    /// Registers or updates a session.
-    pub fn put_session(&self, info: SessionInfo) {
-        self.sessions().insert(info.id.clone(), info);
+    /// Closes every session and path (state Idle).
+    pub fn go_idle(&self) {
+        self.sessions.kick_all();
+        self.registry.close_all();
     }
 
-    /// Sets a session's transport.
-    pub fn set_session_transport(&self, id: &str, transport: &'static str) {
-        if let Some(s) = self.sessions().get_mut(id) {
-            s.transport = Some(transport);
-        }
-    }
-
-    /// Forgets a session.
-    pub fn remove_session(&self, id: &str) {
-        self.sessions().remove(id);
-    }
-
-    /// Every session, sorted by id.
-    pub fn list_sessions(&self) -> Vec<SessionInfo> {
-        let mut v: Vec<SessionInfo> = self.sessions().values().cloned().collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
-    }
-
-    /// Closes one session; false if there is none by that id.
-    pub fn kick_session(&self, id: &str) -> bool {
-        match self.sessions().get(id) {
-            Some(s) => {
-                s.kick.cancel();
-                true
+    /// What the metrics read now.
+    pub fn snapshot(&self) -> Snapshot {
+        let paths = self.registry.list();
+        let (mut tcp, mut udp) = (0, 0);
+        for p in &paths {
+            for r in p.stream.readers() {
+                if r.transport == "udp" {
+                    udp += 1;
+                } else {
+                    tcp += 1;
+                }
             }
-            None => false,
+        }
+        Snapshot {
+            state: *self.state.borrow(),
+            connections: self.connection_count(),
+            publishers: self.sessions.count("publisher"),
+            readers_sessions: self.sessions.count("reader"),
+            paths: paths.len(),
+            readers: (tcp, udp),
+            totals: self.registry.totals(),
+            errors: Verbosity::ALL
+                .iter()
+                .map(|v| (*v, self.errors.count(*v)))
+                .collect(),
+            restarts: self
+                .supervision
+                .as_ref()
+                .map(|s| s.restarts_by_reason.clone()),
+            log_dropped: self.hooks.log_lines_dropped.as_ref().map_or(0, |f| f()),
         }
     }
-
-    /// Closes every session (state Idle).
-    pub fn kick_all_sessions(&self) {
-        for s in self.sessions().values() {
-            s.kick.cancel();
-        }
-    }
-}
-
-/// A hook taking one argument.
-pub type Hook<T> = Option<Box<dyn Fn(T) + Send + Sync>>;
-
-/// What the binary plugs in: terminal and log-file concerns the library does not own.
-#[derive(Default)]
-pub struct Hooks {
-    /// Prints one status line (DSS's terminal output).
-    pub status_line: Hook<String>,
-    /// Reopens the log file (SIGUSR1, after log rotation).
-    pub reopen_logs: Hook<()>,
-    /// Applies a reloaded config's log settings (level).
-    pub apply_log_config: Hook<Arc<Config>>,
-}
-
-/// How this worker is tied to a supervisor and to its config's sources.
-#[derive(Default)]
-pub struct Link {
-    /// The binary's hooks.
-    pub hooks: Hooks,
-    /// The error ring a previous worker left.
-    pub errors: Vec<finch_control::ErrorEntry>,
-    /// Supervisor facts.
-    pub supervision: Option<Supervision>,
-    /// Reports to the supervisor.
-    pub to_supervisor: Option<mpsc::Sender<ToSupervisor>>,
-    /// How to reload the config.
-    pub reloader: Option<Reloader>,
-}
-
-/// A new random session id: 16 hex digits, unguessable so one client cannot act on another's
-/// session.
-pub fn new_session_id() -> String {
-    let mut b = [0u8; 8];
-    if getrandom::fill(&mut b).is_err() {
-        // The OS RNG failing is not something a client can cause; fall back to a clock-derived
-        // value so the server keeps serving.
-        let t = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        b = (t as u64).to_be_bytes();
-    }
-    b.iter().map(|x| format!("{x:02X}")).collect()
 }

@@ -41,4 +41,10 @@ impl ServerState {
     pub fn accepts_connections(self) -> bool {
         matches!(self, ServerState::Running | ServerState::Idle)
     }
+
+    /// Whether the worker is on its way out (FatalError, ShuttingDown): it stops accepting at
+    /// once, so connections wait in the backlog for the next worker instead of being refused.
+    pub fn is_stopping(self) -> bool {
+        matches!(self, ServerState::FatalError | ServerState::ShuttingDown)
+    }
 }

@@ -120,8 +120,11 @@ pub fn spawn(
     })?;
     drop(staged);
     let pid = child.id().unwrap_or(0);
-    ours.write_all(encode(init).as_bytes())
-        .map_err(SpawnError::Control)?;
+    if let Err(e) = ours.write_all(encode(init).as_bytes()) {
+        // The process exists (it may already have exited, a broken binary say): it is handed
+        // back all the same, so that its exit is waited for and seen like any worker's.
+        tracing::warn!(pid, error = %e, "cannot send the worker its Init message");
+    }
     Ok(Spawned {
         child,
         pid,

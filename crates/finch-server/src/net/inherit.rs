@@ -2,9 +2,10 @@
 //!
 //! The supervisor binds the sockets once and hands them to each worker (descriptors 3, 4 … with
 //! `LISTEN_FDS` and `LISTEN_FDNAMES`); systemd socket activation uses the same convention for
-//! `finch --foreground`. Names: `rtsp` (any number), `admin`, `rtp`, `rtcp`.
+//! `finch --foreground`. Names: `rtsp` (any number), `admin`, and `rtp`/`rtcp` (a pair per
+//! listen address, paired in order).
 
-use crate::Listeners;
+use super::{Listeners, Role};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// The first inherited descriptor (systemd's `SD_LISTEN_FDS_START`).
@@ -19,7 +20,7 @@ pub fn into_fds(l: Listeners) -> Vec<(String, OwnedFd)> {
     if let Some(a) = l.admin {
         out.push(("admin".into(), a.into()));
     }
-    if let Some((rtp, rtcp)) = l.udp {
+    for (rtp, rtcp) in l.udp {
         out.push(("rtp".into(), rtp.into()));
         out.push(("rtcp".into(), rtcp.into()));
     }
@@ -28,34 +29,18 @@ pub fn into_fds(l: Listeners) -> Vec<(String, OwnedFd)> {
 
 /// Turns named descriptors back into sockets.
 pub fn from_fds(fds: Vec<(String, OwnedFd)>) -> Listeners {
-    let mut l = Listeners {
-        rtsp: Vec::new(),
-        admin: None,
-        udp: None,
-    };
-    let mut rtp = None;
-    let mut rtcp = None;
-    for (name, fd) in fds {
-        match name.as_str() {
-            "rtsp" => l.rtsp.push(fd.into()),
-            "admin" => l.admin = Some(fd.into()),
-            "rtp" => rtp = Some(std::net::UdpSocket::from(fd)),
-            "rtcp" => rtcp = Some(std::net::UdpSocket::from(fd)),
+    let roles = fds
+        .into_iter()
+        .map(|(name, fd)| match Role::from_name(&name) {
+            Some(role) => (role, fd),
             // systemd names descriptors after the socket unit unless FileDescriptorName= says
             // otherwise: an unnamed stream socket is taken as an RTSP listener.
-            other => {
-                tracing::info!(
-                    name = other,
-                    "inherited descriptor taken as an RTSP listener"
-                );
-                l.rtsp.push(fd.into());
+            None => {
+                tracing::info!(name, "inherited descriptor taken as an RTSP listener");
+                (Role::Rtsp, fd)
             }
-        }
-    }
-    if let (Some(a), Some(b)) = (rtp, rtcp) {
-        l.udp = Some((a, b));
-    }
-    l
+        });
+    Listeners::from_roles(roles)
 }
 
 /// Takes the descriptors named in `LISTEN_FDS`/`LISTEN_FDNAMES`, if this process was given any.

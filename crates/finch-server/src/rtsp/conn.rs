@@ -1,141 +1,94 @@
-//! One RTSP connection: the task that drives it.
+//! One RTSP connection: the task that drives it, over any byte stream.
 //!
 //! The task reads requests and interleaved frames, answers each request (`methods`), and writes
-//! the reader's media when its session plays. It is the only owner of the socket, so responses and
-//! media never interleave mid-message: a PLAY response is queued before the first media packet.
-//! Writes are bounded by `write_timeout_secs`; a peer that stops reading is disconnected, and its
-//! queue (not the publisher) absorbs the delay until then.
+//! the reader's media when its session plays (`media`). It is the only owner of the stream, so
+//! responses and media never interleave mid-message: a PLAY response is queued before the first
+//! media packet, and the connection is only ever closed between whole messages. Writes are
+//! bounded by `write_timeout_secs`: a peer that stops reading is disconnected, and the stream
+//! (not the source) absorbs the delay until then.
 //!
-//! A connection, an RTSP session and a path are three things with three owners: the connection
-//! owns at most one session (`Session`), the registry owns paths, the stream owns its readers.
+//! Liveness (what keeps a session from timing out after `session_timeout_secs`): any request;
+//! any interleaved frame or UDP datagram from the client (RTCP receiver reports, a publisher's
+//! media); and, for a reader over TCP, every write of media the peer took. That last one is
+//! gst-rtsp-server's rule: TCP acknowledges only what the peer reads, so a player that takes
+//! its media is alive even if it never sends RTCP or a keep-alive (finch-load, some NVRs).
+//! live555 and newer gortsplib cut such a reader after a minute; see ARCHITECTURE.md.
 
+use super::media;
+use super::session::{Role, Session, TrackTransport};
 use crate::activity::Activity;
-use crate::server::Server;
-use crate::stream::{Packet, Stream};
-use crate::udp::RouteKey;
+use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
 use finch_config::Config;
-use finch_proto::rtsp::{write_interleaved_header, Item, Parser, Response};
-use std::io::IoSlice;
+use finch_proto::rtsp::{Item, Parser, Response};
+use finch_relay::{Ended, Kind, Packet};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// How a set-up track reaches its peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TrackTransport {
-    /// Interleaved in this connection.
-    Tcp { rtp: u8, rtcp: u8 },
-    /// To the client's UDP ports, from the shared server ports.
-    Udp { rtp: SocketAddr, rtcp: SocketAddr },
-}
-
-impl TrackTransport {
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            TrackTransport::Tcp { .. } => "tcp",
-            TrackTransport::Udp { .. } => "udp",
-        }
-    }
-}
-
-/// What a session does.
-pub(crate) enum Role {
-    /// ANNOUNCE/RECORD.
-    Publisher {
-        stream: Arc<Stream>,
-        tracks: Vec<Option<TrackTransport>>,
-    },
-    /// DESCRIBE/SETUP/PLAY.
-    Reader {
-        stream: Arc<Stream>,
-        tracks: Vec<Option<TrackTransport>>,
-    },
-}
-
-/// The RTSP session this connection owns.
-pub(crate) struct Session {
-    pub(crate) id: String,
-    pub(crate) path: String,
-    pub(crate) activity: Activity,
-    pub(crate) role: Role,
-    pub(crate) udp_routes: Vec<RouteKey>,
-}
-
-/// A playing reader's queue.
-pub(crate) struct Playing {
-    pub(crate) id: u64,
-    pub(crate) rx: mpsc::Receiver<Packet>,
-    pub(crate) tracks: Vec<Option<TrackTransport>>,
-    pub(crate) stream: Arc<Stream>,
-    /// Cached packets still to send paced over UDP (see `UDP_BURST_PACKETS_PER_MS`).
-    pub(crate) paced: usize,
-}
-
-/// The connection's state; `methods` implements the requests on it.
+/// The connection's state; `methods`, `publish` and `play` implement the requests on it.
 pub(crate) struct Conn {
-    pub(crate) server: Arc<Server>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) config: Arc<Config>,
     pub(crate) peer: SocketAddr,
     pub(crate) local: SocketAddr,
     pub(crate) session: Option<Session>,
-    pub(crate) playing: Option<Playing>,
     /// The path of the last DESCRIBE, for clients that resolve track URLs against the request URL.
     pub(crate) described: Option<String>,
-    /// The session played before and was paused (its next PLAY skips the GOP cache).
-    pub(crate) paused: bool,
     /// Cancelled to close this connection (kick, Idle, slow reader, shutdown).
     pub(crate) cancel: CancellationToken,
     out: BytesMut,
     close_after_write: bool,
     last_request: Activity,
+    /// When the publisher's pending packets must be flushed to readers if no more arrive.
+    flush_at: Option<Instant>,
 }
 
 /// Responses queued before the connection stops parsing and writes them: bounds what pipelined
 /// requests (each DESCRIBE answered with an SDP of up to `max_body_bytes`) can make us hold.
 const MAX_PENDING_OUT: usize = 256 * 1024;
 
-/// The GOP cache reaches a UDP reader at most this many packets per millisecond (about 90 Mbit/s
-/// of 1400-byte packets): sent at once, a 2 s GOP overflows a typical 208 KiB socket receive
-/// buffer and the player loses packets of the very keyframe it joined for (measured: 0.15 % loss
-/// over 1000 UDP readers unpaced, none paced). TCP needs no pacing: its flow control paces.
-const UDP_BURST_PACKETS_PER_MS: usize = 8;
-
-/// Media batches are at most this many packets: enough to amortise a `writev`, few enough that
+/// Media batches are at most this many packets: a frame or more per `writev`, few enough that
 /// one connection does not hog its worker thread.
 const BATCH: usize = 64;
 
-/// Serves one accepted connection until it closes.
-pub(crate) async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr) {
-    let local = sock.local_addr().unwrap_or(peer);
-    let config = server.config();
-    let cancel = server.shutdown.child_token();
+/// Serves one accepted connection until it closes. `fault` makes the task panic (the operator's
+/// `panic_task` fault); everything the connection held is given back as the panic unwinds.
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    sock: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    fault: CancellationToken,
+) {
+    let config = shared.config();
+    let cancel = shared.shutdown.child_token();
     let mut conn = Conn {
-        server,
+        shared,
         config,
         peer,
         local,
         session: None,
-        playing: None,
         described: None,
-        paused: false,
         cancel,
         out: BytesMut::with_capacity(1024),
         close_after_write: false,
         last_request: Activity::new(),
+        flush_at: None,
     };
-    let reason = conn.run(sock).await;
+    let reason = conn.run(sock, fault).await;
     tracing::debug!(reason, "connection closed");
     conn.end_session();
 }
 
 impl Conn {
-    async fn run(&mut self, mut sock: TcpStream) -> &'static str {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut sock: S,
+        fault: CancellationToken,
+    ) -> &'static str {
         let limits = finch_proto::rtsp::Limits {
             max_head_bytes: self.config.limits.max_head_bytes,
             max_headers: self.config.limits.max_headers,
@@ -146,6 +99,7 @@ impl Conn {
         let mut parser = Parser::new(limits);
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut batch: Vec<Packet> = Vec::with_capacity(BATCH);
+        let mut scratch = media::Scratch::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let timeout = Duration::from_secs(self.config.rtsp.session_timeout_secs);
         let write_timeout = Duration::from_secs(self.config.rtsp.write_timeout_secs);
@@ -156,27 +110,55 @@ impl Conn {
                 rbuf.reserve(16 * 1024);
             }
             let mut more = false;
+            let flush_at = self.flush_at;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return "closed by the server",
+                _ = fault.cancelled() => panic!("injected fault: panic in a connection task"),
                 r = sock.read_buf(&mut rbuf) => match r {
                     Ok(0) => return "peer closed",
                     Ok(_) => more = self.on_read(&mut parser, &mut rbuf),
                     Err(_) => return "read error",
                 },
-                n = recv_media(&mut self.playing, &mut batch) => {
-                    if n == 0 {
-                        return "stream ended";
+                n = recv_media(&mut self.session, &mut batch) => {
+                    match n {
+                        Ok(_) => {}
+                        Err(Ended::Closed) => return "stream ended",
+                        Err(Ended::TooSlow) => return "reader too slow",
                     }
+                    let udp = self.shared.udp.clone();
+                    let Some(session) = self.session.as_mut() else {
+                        batch.clear();
+                        continue;
+                    };
+                    let activity = session.activity.clone();
+                    let Some((playing, tracks)) = session.playing_mut() else {
+                        batch.clear();
+                        continue;
+                    };
                     let written = tokio::select! {
                         _ = cancel.cancelled() => return "closed by the server",
-                        w = tokio::time::timeout(write_timeout, self.write_media(&mut sock, &batch)) => w,
+                        w = tokio::time::timeout(
+                            write_timeout,
+                            media::write(&mut sock, udp.as_deref(), playing, tracks, &batch, &mut scratch),
+                        ) => w,
                     };
                     batch.clear();
                     match written {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(w)) => {
+                            if w.tcp_bytes > 0 {
+                                // The peer took its media: it is alive (see the module docs).
+                                activity.touch();
+                            }
+                        }
                         Ok(Err(_)) => return "write error",
                         Err(_) => return "write timed out",
+                    }
+                }
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now).into()), if flush_at.is_some() => {
+                    self.flush_at = None;
+                    if let Some(Session { role: Role::Publisher(p), .. }) = &self.session {
+                        p.publisher.flush();
                     }
                 }
                 _ = tick.tick() => {
@@ -226,14 +208,12 @@ impl Conn {
                 Ok(Some(Item::Request(req))) => {
                     self.last_request.touch();
                     let cseq = req.cseq().map(str::to_owned);
-                    let method = req.method.as_str().to_owned();
-                    let started = std::time::Instant::now();
+                    let method = req.method.clone();
+                    let started = Instant::now();
                     let resp = self.handle(req);
-                    self.server
+                    self.shared
                         .metrics
-                        .request_seconds
-                        .get_or_create(&vec![("method".to_owned(), method)])
-                        .observe(started.elapsed().as_secs_f64());
+                        .observe_request(&method, started.elapsed().as_secs_f64());
                     self.write_response(cseq.as_deref(), resp);
                 }
                 Ok(Some(Item::Interleaved { channel, payload })) => {
@@ -244,12 +224,7 @@ impl Conn {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "bad request");
-                    let status_label = e.status().map_or("closed".to_owned(), |s| s.0.to_string());
-                    self.server
-                        .metrics
-                        .bad_requests
-                        .get_or_create(&vec![("status".to_owned(), status_label)])
-                        .inc();
+                    self.shared.metrics.bad_request(e.status().map(|s| s.0));
                     if let Some(status) = e.status() {
                         self.write_response(e.cseq.as_deref(), Response::new(status));
                     }
@@ -263,7 +238,7 @@ impl Conn {
     }
 
     /// Adds the headers every response carries and queues it for writing.
-    pub(crate) fn write_response(&mut self, cseq: Option<&str>, mut resp: Response) {
+    fn write_response(&mut self, cseq: Option<&str>, mut resp: Response) {
         if let Some(c) = cseq {
             resp.headers.set("CSeq", c);
         }
@@ -280,116 +255,39 @@ impl Conn {
             return;
         };
         session.activity.touch();
-        if let Role::Publisher { stream, tracks } = &session.role {
-            for (i, t) in tracks.iter().enumerate() {
-                match t {
-                    Some(TrackTransport::Tcp { rtp, .. }) if *rtp == channel => {
-                        return stream.push(i, false, payload);
-                    }
-                    Some(TrackTransport::Tcp { rtcp, .. }) if *rtcp == channel => {
-                        return stream.push(i, true, payload);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // A reader's RTCP receiver reports: a sign of life, already counted.
-    }
-
-    async fn write_media(&mut self, sock: &mut TcpStream, batch: &[Packet]) -> std::io::Result<()> {
-        let Some(playing) = &self.playing else {
-            return Ok(());
-        };
-        let mut headers: Vec<[u8; 4]> = Vec::with_capacity(batch.len());
-        let mut bodies: Vec<&Bytes> = Vec::with_capacity(batch.len());
-        let mut bytes = 0u64;
-        let mut sent = 0u64;
-        let mut paced = playing.paced;
-        for p in batch {
-            match playing.tracks.get(p.track).copied().flatten() {
-                Some(TrackTransport::Tcp { rtp, rtcp }) => {
-                    let ch = if p.rtcp { rtcp } else { rtp };
-                    if let Some(h) = write_interleaved_header(ch, p.data.len()) {
-                        headers.push(h);
-                        bodies.push(&p.data);
-                        bytes += p.data.len() as u64;
-                        sent += 1;
-                    }
-                }
-                Some(TrackTransport::Udp { rtp, rtcp }) => {
-                    if let Some(udp) = &self.server.udp {
-                        let (socket, to) = if p.rtcp {
-                            (&udp.rtcp, rtcp)
-                        } else {
-                            (&udp.rtp, rtp)
-                        };
-                        // A UDP send error concerns this datagram only (ICMP from a closed port);
-                        // the session's timeout decides whether the reader is gone.
-                        if socket.send_to(&p.data, to).await.is_ok() {
-                            bytes += p.data.len() as u64;
-                            sent += 1;
-                        }
-                        if paced > 0 {
-                            paced -= 1;
-                            if paced % UDP_BURST_PACKETS_PER_MS == 0 {
-                                tokio::time::sleep(Duration::from_millis(1)).await;
-                            }
-                        }
-                    }
-                }
-                None => {}
-            }
-        }
-        let counters = &playing.stream.counters;
-        counters.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-        counters.packets_out.fetch_add(sent, Ordering::Relaxed);
-        if let Some(p) = self.playing.as_mut() {
-            p.paced = paced;
-        }
-        if headers.is_empty() {
-            return Ok(());
-        }
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * headers.len());
-        for (h, b) in headers.iter().zip(&bodies) {
-            slices.push(IoSlice::new(h));
-            slices.push(IoSlice::new(b));
-        }
-        let mut rest: &mut [IoSlice<'_>] = &mut slices;
-        while !rest.is_empty() {
-            let n = sock.write_vectored(rest).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut rest, n);
-        }
-        Ok(())
-    }
-
-    /// Frees the session: leaves the stream, unpublishes the path, drops UDP routes.
-    pub(crate) fn end_session(&mut self) {
-        if let Some(p) = self.playing.take() {
-            p.stream.leave(p.id);
-        }
-        let Some(s) = self.session.take() else {
+        let Role::Publisher(p) = &session.role else {
+            // A reader's RTCP receiver reports: a sign of life, already counted.
             return;
         };
-        if let Some(udp) = &self.server.udp {
-            udp.remove(&s.id, &s.udp_routes);
+        let track = p.tracks.iter().enumerate().find_map(|(i, t)| match t {
+            Some(TrackTransport::Tcp { rtp, .. }) if *rtp == channel => Some((i, Kind::Rtp)),
+            Some(TrackTransport::Tcp { rtcp, .. }) if *rtcp == channel => Some((i, Kind::Rtcp)),
+            _ => None,
+        });
+        if let Some((i, kind)) = track {
+            if let Some(at) = p.publisher.push(i, kind, payload, Instant::now()) {
+                self.flush_at = Some(self.flush_at.map_or(at, |f| f.min(at)));
+            } else {
+                self.flush_at = None;
+            }
         }
-        self.paused = false;
-        if let Role::Publisher { .. } = s.role {
-            self.server.registry.unpublish(&s.path, &s.id);
+    }
+
+    /// Ends the session: everything it held goes with it (see `session`).
+    pub(crate) fn end_session(&mut self) {
+        if let Some(s) = self.session.take() {
+            tracing::info!(session = %s.id, path = %s.path, "session ended");
         }
-        self.server.remove_session(&s.id);
-        tracing::info!(session = %s.id, path = %s.path, "session ended");
     }
 }
 
-/// The next batch of a playing reader's packets; pends forever when not playing. 0 means the
-/// stream has ended.
-async fn recv_media(playing: &mut Option<Playing>, batch: &mut Vec<Packet>) -> usize {
-    match playing {
-        Some(p) => p.rx.recv_many(batch, BATCH).await,
+/// The next batch of a playing reader's packets; pends forever when not playing.
+async fn recv_media(
+    session: &mut Option<Session>,
+    batch: &mut Vec<Packet>,
+) -> Result<usize, Ended> {
+    match session.as_mut().and_then(Session::playing_mut) {
+        Some((p, _)) => p.reader.recv(batch, BATCH).await,
         None => std::future::pending().await,
     }
 }

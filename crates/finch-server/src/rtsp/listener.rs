@@ -1,12 +1,15 @@
 //! The RTSP accept loop.
 //!
 //! One task per listening socket. Each accepted connection gets its own task and a span
-//! `conn{id, peer}`; an error on one connection never reaches the loop. A connection limit (a
-//! semaphore) and the server state decide whether a new connection is served or answered 503.
-//! Accept errors (such as running out of descriptors) back off instead of spinning.
+//! `conn{id, peer}`; an error on one connection never reaches the loop. The worker's connection
+//! limit (`limits.max_connections`, one count for all listeners, read from the config in force
+//! so a reload applies it) and the server state decide whether a new connection is served or
+//! answered 503. Accept errors (such as running out of descriptors) back off instead of
+//! spinning.
 
-use crate::conn;
-use crate::server::Server;
+use super::conn;
+use crate::shared::Shared;
+use crate::udp::canonical;
 use finch_proto::rtsp::{Response, Status};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,27 +17,52 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// Connections being answered 503 at once.
 const MAX_REFUSALS: usize = 64;
 
+/// A counted connection: one of `limits.max_connections` while it lives, whatever ends it.
+struct Slot(Arc<Shared>);
+
+impl Slot {
+    /// A slot if the worker is below its limit.
+    fn take(shared: &Arc<Shared>) -> Option<Slot> {
+        let limit = shared.config().limits.max_connections as u64;
+        shared
+            .connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(shared.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts until the server shuts down.
 pub(crate) async fn accept_loop(
-    server: Arc<Server>,
+    shared: Arc<Shared>,
     listener: TcpListener,
     tracker: TaskTracker,
-    stop: tokio_util::sync::CancellationToken,
+    stop: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(server.config().limits.max_connections));
     // Refusing costs a task and a descriptor for up to a few seconds; past this many at once,
     // a connection is closed without a word so a flood cannot exhaust descriptors.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let mut backoff = Duration::from_millis(5);
+    let mut states = shared.state.subscribe();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = states.wait_for(|s| s.is_stopping()) => return,
             a = listener.accept() => a,
         };
         let (sock, peer) = match accepted {
@@ -50,21 +78,31 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = sock.set_nodelay(true);
-        server.metrics.accepted();
-        let state = *server.state.borrow();
-        let permit = limit.clone().try_acquire_owned();
-        let id = server.next_conn_id();
+        let peer = canonical(peer);
+        let local = sock.local_addr().map_or(peer, canonical);
+        shared.metrics.accepted();
+        let state = *states.borrow();
+        let id = shared.next_conn_id();
         let span = tracing::info_span!("conn", id, %peer);
-        match (state.accepts_connections(), permit) {
-            (true, Ok(permit)) => {
-                let server = server.clone();
-                // Counted before the task runs, so a drain that starts now waits for it.
-                server.connections.fetch_add(1, Ordering::Relaxed);
+        // One accepted just as the worker began to stop is served all the same: refusing it
+        // would fail a client the next worker could have served.
+        let accepts = state.accepts_connections() || state.is_stopping();
+        // Counted before the task runs, so a drain that starts now waits for it.
+        let slot = if accepts { Slot::take(&shared) } else { None };
+        match (accepts, slot) {
+            (true, Some(slot)) => {
+                let shared = shared.clone();
+                let fault = CancellationToken::new();
+                *shared
+                    .faults
+                    .latest_conn
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(fault.clone());
                 tracker.spawn(
                     async move {
-                        conn::serve(server.clone(), sock, peer).await;
-                        server.connections.fetch_sub(1, Ordering::Relaxed);
-                        drop(permit);
+                        // Held by the task, so even a panic in it gives the slot back.
+                        let _slot = slot;
+                        conn::serve(shared, sock, peer, local, fault).await;
                     }
                     .instrument(span),
                 );

@@ -4,22 +4,18 @@
 //! requests, reloaded configs) as lines; it also notices the supervisor going away (end of
 //! stream), in which case the worker stops: a worker must not outlive its supervisor.
 
-use finch_control::{encode, ToSupervisor};
+use crate::report::Reports;
+use finch_control::encode;
 use std::os::unix::net::UnixStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Queue bound for reports: heartbeats and log entries are small and the supervisor reads them
-/// at once; when it cannot keep up, reports are dropped rather than blocking the worker.
-pub const CONTROL_QUEUE: usize = 1024;
 
 /// Runs the channel until the supervisor closes it, or `finish` fires (the worker is exiting:
 /// what is queued, such as a Fatal report, is written first). Any way out but `finish` means the
 /// supervisor is gone, and stops the worker: it must not outlive its supervisor.
 pub async fn run(
     stream: UnixStream,
-    mut rx: mpsc::Receiver<ToSupervisor>,
+    mut rx: Reports,
     stop: CancellationToken,
     finish: CancellationToken,
 ) -> std::io::Result<()> {
@@ -30,7 +26,16 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            msg = rx.recv() => match msg {
+            // What must arrive goes first, ahead of any backlog of heartbeats and log lines.
+            msg = rx.reliable.recv() => match msg {
+                Some(m) => {
+                    if write.write_all(encode(&m).as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+                None => return Ok(()),
+            },
+            msg = rx.lossy.recv() => match msg {
                 Some(m) => {
                     if write.write_all(encode(&m).as_bytes()).await.is_err() {
                         break;
@@ -39,7 +44,10 @@ pub async fn run(
                 None => return Ok(()),
             },
             _ = finish.cancelled() => {
-                while let Ok(m) = rx.try_recv() {
+                while let Ok(m) = rx.reliable.try_recv() {
+                    write.write_all(encode(&m).as_bytes()).await?;
+                }
+                while let Ok(m) = rx.lossy.try_recv() {
                     write.write_all(encode(&m).as_bytes()).await?;
                 }
                 return Ok(());

@@ -1,7 +1,8 @@
 //! DSS's status line: every `stats_interval_secs`, one line of what the server is doing, with a
 //! header every 20 lines, for an operator watching a terminal.
 
-use crate::registry::Totals;
+use crate::shared::Shared;
+use finch_relay::Totals;
 use std::time::{Duration, Instant};
 
 /// The header, in DSS's spirit (RTP and RTSP connections, kbit/s, packets/s …).
@@ -79,6 +80,28 @@ impl StatusLines {
             r.totals.packets_dropped
         ));
         out
+    }
+}
+
+/// DSS's status line, every `log.stats_interval_secs` (0: off), through the binary's hook.
+pub(super) fn print(shared: &Shared, status: &mut StatusLines, ticks: u64) {
+    let every = shared.config().log.stats_interval_secs;
+    let Some(print) = &shared.hooks.status_line else {
+        return;
+    };
+    if every == 0 || !ticks.is_multiple_of(every) {
+        return;
+    }
+    let paths = shared.registry.list();
+    let reading = Reading {
+        readers: paths.iter().map(|p| p.stream.reader_count()).sum(),
+        connections: shared.connection_count(),
+        accepted: shared.metrics.accepted_total(),
+        paths: paths.len(),
+        totals: shared.registry.totals(),
+    };
+    for line in status.next(Instant::now(), reading) {
+        print(line);
     }
 }
 

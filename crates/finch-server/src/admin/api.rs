@@ -1,0 +1,245 @@
+//! The JSON endpoints: the server and its state, paths, sessions, config, errors, metrics.
+
+use super::{rfc3339, ApiError, ApiResult};
+use crate::shared::Shared;
+use crate::state::ServerState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use finch_relay::PathEntry;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub(super) async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+    if *s.state.borrow() == ServerState::Running {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, s.state.borrow().as_str()).into_response()
+    }
+}
+
+pub(crate) fn server_json(s: &Shared) -> Value {
+    let uptime = SystemTime::now()
+        .duration_since(s.started_at)
+        .map_or(0, |d| d.as_secs());
+    let sup = s.supervision.clone().unwrap_or_default();
+    json!({
+        "state": s.state.borrow().as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": uptime,
+        "supervisor_pid": s.supervision.as_ref().map(|x| x.supervisor_pid),
+        "worker": {
+            "pid": std::process::id(),
+            "generation": sup.generation,
+            "started_at": rfc3339(s.started_at),
+        },
+        "restarts": sup.restarts,
+        "restarts_total": sup.restarts_total,
+        "connections": s.connection_count(),
+    })
+}
+
+pub(super) async fn get_server(State(s): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(server_json(&s)))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct StateBody {
+    state: String,
+}
+
+pub(super) async fn set_state(
+    State(s): State<Arc<Shared>>,
+    body: Option<Json<StateBody>>,
+) -> ApiResult {
+    let Some(Json(body)) = body else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "expected {\"state\": \"running\" | \"refusing_connections\" | \"idle\"}".into(),
+        ));
+    };
+    let new = match body.state.as_str() {
+        "running" => ServerState::Running,
+        "refusing_connections" => ServerState::RefusingConnections,
+        "idle" => ServerState::Idle,
+        other => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("state {other:?} cannot be set; use running, refusing_connections or idle"),
+            ))
+        }
+    };
+    // Only a state an operator may set can be replaced: FatalError, ShuttingDown and Starting
+    // belong to the run loop, and overwriting them would stop a worker from exiting.
+    let replaced = s.state.send_if_modified(|current| {
+        if matches!(
+            current,
+            ServerState::Running | ServerState::RefusingConnections | ServerState::Idle
+        ) {
+            *current = new;
+            true
+        } else {
+            false
+        }
+    });
+    if !replaced && *s.state.borrow() != new {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "the server is {}; its state cannot be changed now",
+                s.state.borrow().as_str()
+            ),
+        ));
+    }
+    if new == ServerState::Idle {
+        // DSS's qtssIdleState: kill all RTP sessions, keep serving new connections.
+        s.go_idle();
+    }
+    tracing::info!(state = new.as_str(), "server state set through the API");
+    Ok(Json(server_json(&s)))
+}
+
+fn path_json(p: &PathEntry) -> Value {
+    let t = p.stream.totals();
+    let readers: Vec<Value> = p
+        .stream
+        .readers()
+        .into_iter()
+        .map(|r| json!({ "session": r.session, "peer": r.peer.to_string(), "transport": r.transport }))
+        .collect();
+    json!({
+        "name": p.name,
+        "source": {
+            "kind": p.source.kind.as_str(),
+            "peer": p.source.peer.to_string(),
+            "transport": p.source.transport,
+        },
+        "ready": p.is_live(),
+        "tracks": p.stream.tracks.iter().map(|t| json!({
+            "codec": t.codec,
+            "clock_rate": t.clock_rate,
+            "media": t.media_type,
+        })).collect::<Vec<_>>(),
+        "reader_count": readers.len(),
+        "readers": readers,
+        "bytes_in": t.bytes_in,
+        "bytes_out": t.bytes_out,
+        "packets_dropped": t.packets_dropped,
+        "since": rfc3339(p.since),
+    })
+}
+
+pub(super) async fn list_paths(State(s): State<Arc<Shared>>) -> ApiResult {
+    let items: Vec<Value> = s.registry.list().iter().map(path_json).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub(super) async fn get_path(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    let name = name.trim_matches('/');
+    s.registry
+        .get(name)
+        .map(|p| Json(path_json(&p)))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no path {name:?}")))
+}
+
+pub(super) async fn list_sessions(State(s): State<Arc<Shared>>) -> ApiResult {
+    let items: Vec<Value> = s
+        .sessions
+        .list()
+        .into_iter()
+        .map(|x| {
+            json!({
+                "id": x.id,
+                "path": x.path,
+                "role": x.role,
+                "peer": x.peer.to_string(),
+                "transport": x.transport,
+                "since": rfc3339(x.since),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub(super) async fn kick_session(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if s.sessions.kick(&id) {
+        tracing::info!(session = %id, "session kicked through the API");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session {id:?}"),
+        ))
+    }
+}
+
+pub(super) async fn restart(
+    State(s): State<Arc<Shared>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if s.supervision.is_none() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "a graceful restart needs the supervisor; this worker runs in --foreground".into(),
+        ));
+    }
+    if !s.report(finch_control::ToSupervisor::Restart) {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the supervisor is not reachable".into(),
+        ));
+    }
+    tracing::info!("graceful restart requested through the API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "restarting" })),
+    ))
+}
+
+pub(super) async fn get_config(State(s): State<Arc<Shared>>) -> ApiResult {
+    let mut v = serde_json::to_value(&*s.config())
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Secrets never leave the server.
+    if v["admin"]["token"].as_str().is_some_and(|t| !t.is_empty()) {
+        v["admin"]["token"] = json!("<redacted>");
+    }
+    Ok(Json(v))
+}
+
+pub(super) async fn reload_config(State(s): State<Arc<Shared>>) -> ApiResult {
+    match crate::reload::reload(&s) {
+        Ok(r) => Ok(Json(
+            json!({ "changed": r.changed, "needs_restart": r.needs_restart }),
+        )),
+        Err(e) => Err(ApiError(StatusCode::BAD_REQUEST, e)),
+    }
+}
+
+pub(super) async fn errors(State(s): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(json!({ "items": s.errors.entries() })))
+}
+
+pub(super) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(&s.snapshot()),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document of this API, written by hand beside the handlers (`openapi.json`) and
+/// checked against the live server by the end-to-end tests.
+pub(super) async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}

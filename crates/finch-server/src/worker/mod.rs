@@ -1,0 +1,165 @@
+//! The worker's life: start serving on sockets it is given, run the once-a-second loop (DSS's
+//! run loop: heartbeat, status line, the server state), and stop, draining or at once.
+//!
+//! Layout: `heartbeat` (the proof of life, and where the hang and core-panic faults fire),
+//! `signals`, `drain` (the end: a graceful restart's drain, then closing everything),
+//! `control` (the supervisor's channel), `stats` (DSS's status line).
+
+pub mod control;
+mod drain;
+mod heartbeat;
+mod signals;
+pub mod stats;
+
+use crate::net::{Listeners, NetError};
+use crate::shared::{Link, Shared};
+use crate::state::ServerState;
+use crate::udp::Udp;
+use finch_config::Config;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How a worker run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped on request (exit 0).
+    Clean,
+    /// Reached FatalError (exit 254: restart me).
+    Fatal,
+}
+
+/// What can stop the run loop from outside: a stop (close sessions now, then exit) or a drain
+/// (stop accepting, let sessions run until they end or `drain_timeout_secs`, then exit).
+#[derive(Clone, Default)]
+pub struct Stop {
+    /// Close every session and exit.
+    pub now: CancellationToken,
+    /// Stop accepting and drain.
+    pub drain: CancellationToken,
+}
+
+/// The heartbeat period; the supervisor's timeout is several of these.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+fn tokio_socket<T>(what: &'static str, r: std::io::Result<T>) -> Result<T, NetError> {
+    r.map_err(|source| NetError::Socket { what, source })
+}
+
+/// Serves until stopped or FatalError; then closes every session (waiting at most the drain
+/// timeout, as DSS waits 5 s) and returns how it ended.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    stop: Stop,
+    link: Link,
+) -> Result<Exit, NetError> {
+    let tracker = TaskTracker::new();
+    let mut pairs = Vec::new();
+    for (rtp, rtcp) in listeners.udp {
+        let socket = |s: std::net::UdpSocket| {
+            s.set_nonblocking(true)
+                .and_then(|()| tokio::net::UdpSocket::from_std(s))
+        };
+        pairs.push((
+            tokio_socket("RTP", socket(rtp))?,
+            tokio_socket("RTCP", socket(rtcp))?,
+        ));
+    }
+    let udp = tokio_socket("RTP", Udp::new(pairs))?.map(Arc::new);
+    // Connections hang off `sessions`; listeners off `accepting`, which stops first on a drain.
+    let sessions = CancellationToken::new();
+    let accepting = sessions.child_token();
+    let shared = Arc::new(Shared::new(config, udp.clone(), sessions.clone(), link));
+    // The UDP loops stop with the sessions, or earlier when a drain hands UDP to the next worker.
+    let udp_stop = sessions.child_token();
+    if let Some(udp) = udp {
+        tracker.spawn(udp.run(udp_stop.clone()));
+    }
+    // Running before the first accept: connections that waited in the backlog during a restart
+    // are served, not answered 503 as if the server were refusing them.
+    shared.state.send_replace(ServerState::Running);
+    for l in listeners.rtsp {
+        let local = l.local_addr().ok();
+        let l = tokio_socket(
+            "RTSP",
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l)),
+        )?;
+        tracing::info!(addr = ?local, "RTSP listening");
+        tracker.spawn(crate::rtsp::listener::accept_loop(
+            shared.clone(),
+            l,
+            tracker.clone(),
+            accepting.clone(),
+        ));
+    }
+    if let Some(l) = listeners.admin {
+        let local = l.local_addr().ok();
+        let l = tokio_socket(
+            "admin",
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l)),
+        )?;
+        tracing::info!(addr = ?local, "admin HTTP listening");
+        let app = crate::admin::router(shared.clone());
+        let stop_admin = accepting.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop_admin.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin HTTP server failed");
+            }
+        });
+    }
+    if shared.config().paths.0.is_empty() {
+        tracing::warn!(
+            "no authentication and no [paths] configured: any client may publish and read any path"
+        );
+    }
+    // Handlers are installed here, before Ready: a signal forwarded right after Ready must not
+    // meet the default action (which would kill the worker).
+    let handlers = tokio_socket("signal handler", signals::install())?;
+    tracker.spawn(signals::run(shared.clone(), stop.clone(), handlers));
+    shared.report(finch_control::ToSupervisor::Ready);
+    if shared.supervision.is_none() {
+        // --foreground under systemd: tell it we serve (a no-op without NOTIFY_SOCKET).
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+    let mut state = shared.state.subscribe();
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut status = stats::StatusLines::new();
+    let mut ticks: u64 = 0;
+    let exit = loop {
+        tokio::select! {
+            _ = stop.now.cancelled() => break Exit::Clean,
+            _ = stop.drain.cancelled() => break Exit::Clean,
+            _ = state.changed() => {}
+            _ = tick.tick() => {
+                heartbeat::beat(&shared).await;
+                ticks += 1;
+                stats::print(&shared, &mut status, ticks);
+            }
+        }
+        match *state.borrow_and_update() {
+            ServerState::FatalError => break Exit::Fatal,
+            ServerState::ShuttingDown => break Exit::Clean,
+            _ => {}
+        }
+    };
+    drain::finish(
+        &shared,
+        exit,
+        &stop,
+        drain::Tokens {
+            accepting,
+            udp: udp_stop,
+            sessions,
+        },
+        tracker,
+    )
+    .await;
+    Ok(exit)
+}

@@ -1,0 +1,200 @@
+//! RTSP sessions over time: timeouts and what keeps a session alive, PAUSE and PLAY, and who
+//! may use which client ports.
+
+use crate::harness::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_silent_session_times_out_and_a_talking_one_does_not() {
+    let finch = Finch::start("timeout", "[rtsp]\nsession_timeout_secs = 5\n");
+    let _p = Publisher::start(&finch.url("live/t"), "tcp");
+    finch.wait_path_ready("live/t");
+    let setup = |raw: &mut Raw, port: u16| {
+        let r = raw.request(
+            "SETUP",
+            &finch.url("live/t/trackID=0"),
+            1,
+            &[&format!(
+                "Transport: RTP/AVP;unicast;client_port={port}-{}",
+                port + 1
+            )],
+            "",
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        let id = r.session_id();
+        let r = raw.request(
+            "PLAY",
+            &finch.url("live/t"),
+            2,
+            &[&format!("Session: {id}")],
+            "",
+        );
+        assert_eq!(r.status, 200);
+        id
+    };
+    let mut silent = Raw::connect(finch.rtsp_port);
+    let _ = setup(&mut silent, 40000);
+    let mut talking = Raw::connect(finch.rtsp_port);
+    let id = setup(&mut talking, 40002);
+    let started = Instant::now();
+    let mut cseq = 3;
+    while started.elapsed() < Duration::from_secs(9) {
+        std::thread::sleep(Duration::from_secs(2));
+        let r = talking.request(
+            "GET_PARAMETER",
+            &finch.url("live/t"),
+            cseq,
+            &[&format!("Session: {id}")],
+            "",
+        );
+        assert_eq!(r.status, 200, "the talking session was dropped");
+        cseq += 1;
+    }
+    assert!(
+        silent.closed_within(Duration::from_secs(5)),
+        "the silent session was not timed out"
+    );
+    let (_, sessions) = finch.api("/api/v1/sessions");
+    let ids: Vec<&str> = sessions["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert!(ids.contains(&id.as_str()), "{sessions}");
+    assert_eq!(
+        ids.iter().filter(|i| **i != id).count(),
+        1,
+        "only the publisher besides: {sessions}"
+    );
+}
+
+#[test]
+fn pause_then_play_never_sends_a_packet_twice_and_statuses_follow_the_rfc() {
+    let finch = Finch::start("pause", "");
+    let _p = Publisher::start(&finch.url("live/p"), "tcp");
+    finch.wait_path_ready("live/p");
+    let mut raw = Raw::connect(finch.rtsp_port);
+    // PLAY before SETUP: a state error (455), not an unknown session (454).
+    assert_eq!(
+        raw.request("PLAY", &finch.url("live/p"), 1, &[], "").status,
+        455
+    );
+    // A required option Finch does not implement: 551 naming it (ONVIF back channel).
+    let r = raw.request(
+        "DESCRIBE",
+        &finch.url("live/p"),
+        2,
+        &["Require: www.onvif.org/ver20/backchannel"],
+        "",
+    );
+    assert_eq!(r.status, 551);
+    assert_eq!(
+        r.header("Unsupported"),
+        Some("www.onvif.org/ver20/backchannel")
+    );
+    let r = raw.request(
+        "SETUP",
+        &finch.url("live/p/trackID=0"),
+        3,
+        &["Transport: RTP/AVP/TCP;unicast;interleaved=0-1"],
+        "",
+    );
+    assert_eq!(r.status, 200);
+    let id = r.session_id();
+    let session = format!("Session: {id}");
+    assert_eq!(
+        raw.request("PLAY", &finch.url("live/p"), 4, &[&session], "")
+            .status,
+        200
+    );
+    let before = read_rtp_seqs(&mut raw, 0, Duration::from_secs(2));
+    assert!(before.len() > 20, "{before:?}");
+    raw.send(
+        format!(
+            "PAUSE {} RTSP/1.0\r\nCSeq: 5\r\n{session}\r\n\r\n",
+            finch.url("live/p")
+        )
+        .as_bytes(),
+    );
+    let tail = read_rtp_seqs(&mut raw, 0, Duration::from_millis(500));
+    let last = *tail.last().or(before.last()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    raw.send(
+        format!(
+            "PLAY {} RTSP/1.0\r\nCSeq: 6\r\n{session}\r\n\r\n",
+            finch.url("live/p")
+        )
+        .as_bytes(),
+    );
+    let after = read_rtp_seqs(&mut raw, 0, Duration::from_secs(3));
+    assert!(!after.is_empty(), "nothing after the second PLAY");
+    let first = after[0];
+    assert!(
+        first.wrapping_sub(last) < 0x8000 && first != last,
+        "went back from {last} to {first}"
+    );
+}
+
+#[test]
+fn two_sessions_cannot_share_client_udp_ports_even_before_either_plays() {
+    let finch = Finch::start("udpports", "");
+    let _p = Publisher::start(&finch.url("live/u"), "tcp");
+    finch.wait_path_ready("live/u");
+    let port = free_udp_pair();
+    let transport = format!("Transport: RTP/AVP;unicast;client_port={port}-{}", port + 1);
+    let track = finch.url("live/u/trackID=0");
+    let mut a = Raw::connect(finch.rtsp_port);
+    let r = a.request("SETUP", &track, 1, &[&transport], "");
+    assert_eq!(r.status, 200);
+    let id = r.session_id();
+    // A second session asks for the same ports while the first has only set up: 461, so it
+    // can fall back to TCP.
+    let mut b = Raw::connect(finch.rtsp_port);
+    let r = b.request("SETUP", &track, 1, &[&transport], "");
+    assert_eq!(r.status, 461, "the ports were given to two sessions");
+    let play = a.request(
+        "PLAY",
+        &finch.url("live/u"),
+        2,
+        &[&format!("Session: {id}")],
+        "",
+    );
+    assert_eq!(play.status, 200);
+    // And once the first plays.
+    assert_eq!(b.request("SETUP", &track, 2, &[&transport], "").status, 461);
+    let tcp = "Transport: RTP/AVP/TCP;unicast;interleaved=0-1";
+    assert_eq!(b.request("SETUP", &track, 3, &[tcp], "").status, 200);
+    // Ports given back with their session are free again.
+    drop(a);
+    let freed = wait_until(Duration::from_secs(5), || {
+        let mut c = Raw::connect(finch.rtsp_port);
+        c.request("SETUP", &track, 1, &[&transport], "").status == 200
+    });
+    assert!(freed, "{}", finch.log());
+}
+
+#[test]
+fn a_tcp_reader_that_only_reads_its_media_is_not_timed_out() {
+    // finch-load and some NVRs send neither RTCP nor keep-alives over TCP; that they take
+    // their media is the proof of life (gst-rtsp-server's rule, see ARCHITECTURE.md).
+    let finch = Finch::start("tcplive", "[rtsp]\nsession_timeout_secs = 5\n");
+    let _p = Publisher::start(&finch.url("live/r"), "tcp");
+    finch.wait_path_ready("live/r");
+    let mut reader = Raw::connect(finch.rtsp_port);
+    reader.play_tcp(&finch.url("live/r"));
+    // Twice the session timeout of reading and nothing else.
+    let seqs = read_rtp_seqs(&mut reader, 0, Duration::from_secs(10));
+    assert!(seqs.len() > 200, "{} packets", seqs.len());
+    let tail = read_rtp_seqs(&mut reader, 0, Duration::from_secs(1));
+    assert!(
+        !tail.is_empty(),
+        "the reader was cut after the session timeout\n{}",
+        finch.log()
+    );
+    assert!(
+        !finch.log().contains("session timed out"),
+        "{}",
+        finch.log()
+    );
+}
