@@ -4,7 +4,9 @@
 //! run is bounded in readers and seconds, and targets loopback by default.
 //!
 //! Output, one line: readers that played, bytes and packets received, packets lost (sequence
-//! gaps), and, given `--pid`, the server's CPU seconds over the run and per delivered Gbit.
+//! gaps, plus what a reader the server cut off before the deadline would have received at its
+//! own rate), and, given `--pid`, the CPU seconds of the server's whole process tree (a Finch
+//! supervisor and its workers, restarted ones included) over the run and per delivered Gbit.
 
 use anyhow::{bail, Context};
 use bytes::BytesMut;
@@ -47,17 +49,52 @@ struct Args {
 struct Totals {
     played: AtomicU64,
     failed: AtomicU64,
+    /// Readers whose connection the server closed before the deadline.
+    cut: AtomicU64,
     bytes: AtomicU64,
     packets: AtomicU64,
     lost: AtomicU64,
 }
 
-fn cpu_secs(pid: u32) -> Option<f64> {
+/// utime, stime, cutime and cstime of a process (proc(5) fields 14-17), and its parent.
+fn stat(pid: u32) -> Option<(u32, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime, fields 14 and 15 of proc(5), in clock ticks.
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let ppid: u32 = f.get(1)?.parse().ok()?;
+    let mut ticks = 0.0;
+    for i in 11..=14 {
+        ticks += f.get(i)?.parse::<f64>().ok()?;
+    }
+    Some((ppid, ticks))
+}
+
+/// CPU seconds used by `root` and every process below it. A process's own time plus the time of
+/// the children it has reaped (cutime/cstime) makes a worker that exited during the run count
+/// too, through its supervisor.
+fn tree_cpu_secs(root: u32) -> Option<f64> {
+    let (_, root_ticks) = stat(root)?;
+    let mut procs: Vec<(u32, u32, f64)> = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((ppid, ticks)) = stat(pid) {
+            procs.push((pid, ppid, ticks));
+        }
+    }
+    let mut tree = vec![root];
+    let mut ticks = root_ticks;
+    let mut i = 0;
+    while let Some(&parent) = tree.get(i) {
+        for (pid, ppid, t) in &procs {
+            if *ppid == parent && !tree.contains(pid) {
+                tree.push(*pid);
+                ticks += t;
+            }
+        }
+        i += 1;
+    }
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(ticks / hz)
@@ -162,6 +199,7 @@ async fn reader(url: String, udp: bool, deadline: Instant, t: Arc<Totals>) -> an
         bail!("PLAY: {}", r.status);
     }
     t.played.fetch_add(1, Ordering::Relaxed);
+    let played_at = Instant::now();
     if udp {
         // Each RTP socket counts on its own; the RTSP connection stays open (it holds the
         // session) and is read only to keep it drained.
@@ -170,13 +208,18 @@ async fn reader(url: String, udp: bool, deadline: Instant, t: Arc<Totals>) -> an
             counters.push(tokio::spawn(count_udp(rtp, deadline)));
         }
         let mut sink = [0u8; 4096];
+        let mut cut_at = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match tokio::time::timeout(left, c.sock.read(&mut sink)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    cut_at = Some(Instant::now());
+                    break;
+                }
+                Err(_) => break,
                 Ok(Ok(_)) => {}
             }
         }
@@ -184,13 +227,20 @@ async fn reader(url: String, udp: bool, deadline: Instant, t: Arc<Totals>) -> an
             if let Ok((bytes, packets, lost)) = h.await {
                 t.bytes.fetch_add(bytes, Ordering::Relaxed);
                 t.packets.fetch_add(packets, Ordering::Relaxed);
-                t.lost.fetch_add(lost, Ordering::Relaxed);
+                t.lost.fetch_add(
+                    lost + missed(packets, played_at, cut_at, deadline),
+                    Ordering::Relaxed,
+                );
             }
+        }
+        if cut_at.is_some() {
+            t.cut.fetch_add(1, Ordering::Relaxed);
         }
         return Ok(());
     }
     let mut last_seq: [Option<u16>; 16] = [None; 16];
     let (mut bytes, mut packets, mut lost) = (0u64, 0u64, 0u64);
+    let mut cut_at = None;
     loop {
         while let Ok(Some(item)) = c.parser.parse(&mut c.buf) {
             if let Item::Interleaved { channel, payload } = item {
@@ -214,14 +264,34 @@ async fn reader(url: String, udp: bool, deadline: Instant, t: Arc<Totals>) -> an
             break;
         }
         match tokio::time::timeout(left, c.sock.read_buf(&mut c.buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut_at = Some(Instant::now());
+                break;
+            }
+            Err(_) => break,
             Ok(Ok(_)) => {}
         }
     }
+    if cut_at.is_some() {
+        t.cut.fetch_add(1, Ordering::Relaxed);
+    }
+    lost += missed(packets, played_at, cut_at, deadline);
     t.bytes.fetch_add(bytes, Ordering::Relaxed);
     t.packets.fetch_add(packets, Ordering::Relaxed);
     t.lost.fetch_add(lost, Ordering::Relaxed);
     Ok(())
+}
+
+/// What a reader cut off at `cut_at` would have received until the deadline at the rate it was
+/// receiving: a kicked reader's loss is everything it no longer gets, not a sequence gap.
+fn missed(packets: u64, played_at: Instant, cut_at: Option<Instant>, deadline: Instant) -> u64 {
+    let Some(cut) = cut_at else { return 0 };
+    let had = cut.saturating_duration_since(played_at).as_secs_f64();
+    let left = deadline.saturating_duration_since(cut).as_secs_f64();
+    if had <= 0.0 {
+        return 0;
+    }
+    (packets as f64 / had * left).round() as u64
 }
 
 /// An even/odd UDP port pair on loopback.
@@ -282,7 +352,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let totals = Arc::new(Totals::default());
-        let cpu0 = args.pid.and_then(cpu_secs);
+        let cpu0 = args.pid.and_then(tree_cpu_secs);
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(args.readers);
         for i in 0..args.readers {
@@ -305,7 +375,7 @@ fn main() -> anyhow::Result<()> {
             let _ = t.await;
         }
         let wall = started.elapsed().as_secs_f64();
-        let cpu = match (cpu0, args.pid.and_then(cpu_secs)) {
+        let cpu = match (cpu0, args.pid.and_then(tree_cpu_secs)) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
@@ -314,10 +384,11 @@ fn main() -> anyhow::Result<()> {
         let packets = totals.packets.load(Ordering::Relaxed);
         let lost = totals.lost.load(Ordering::Relaxed);
         println!(
-            "readers={} played={} failed={} wall_s={:.1} bytes={} Mbit_s={:.0} rtp_packets={} lost={} loss_pct={:.3} server_cpu_s={} cpu_s_per_gbit={}",
+            "readers={} played={} failed={} cut={} wall_s={:.1} bytes={} Mbit_s={:.0} rtp_packets={} lost={} loss_pct={:.3} server_cpu_s={} cpu_s_per_gbit={}",
             args.readers,
             totals.played.load(Ordering::Relaxed),
             totals.failed.load(Ordering::Relaxed),
+            totals.cut.load(Ordering::Relaxed),
             wall,
             bytes,
             gbit * 1000.0 / wall,
@@ -333,7 +404,47 @@ fn main() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use super::{missed, resolve, stat, tree_cpu_secs};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_reader_cut_off_loses_what_it_would_have_received() {
+        let t = Instant::now();
+        // 100 packets in 2 s, then cut with 3 s to go: 150 more were due.
+        let cut = t + Duration::from_secs(2);
+        assert_eq!(missed(100, t, Some(cut), t + Duration::from_secs(5)), 150);
+        assert_eq!(missed(100, t, None, t + Duration::from_secs(5)), 0);
+    }
+
+    #[test]
+    fn the_cpu_of_a_live_child_counts_towards_its_parent_s_tree() {
+        // SAFETY: sysconf only reads a system constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let secs = |pid: u32| stat(pid).map(|(_, t)| t / hz).unwrap();
+        // A child (a worker, say) that burns some CPU and stays alive.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 30",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while secs(pid) < 0.2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let child_cpu = secs(pid);
+        let tree = tree_cpu_secs(std::process::id()).unwrap();
+        let own = secs(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(child_cpu >= 0.2, "the child burnt {child_cpu} s");
+        assert!(
+            tree - own >= child_cpu - 0.02,
+            "tree {tree}, own {own}, child {child_cpu}"
+        );
+    }
 
     #[test]
     fn controls_resolve_against_the_content_base() {
