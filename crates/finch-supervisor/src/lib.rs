@@ -14,7 +14,7 @@
 //!   sockets, the old one drains. Because the supervisor holds the listening sockets the whole
 //!   time, connections arriving during any restart wait in the kernel backlog; none is refused.
 //!
-//! Layout: `supervise` (the watch loop and what each event does), `worker` (one worker's phase
+//! Layout: `supervise` (the watch loop and what each event does; `failures` inside it), `worker` (one worker's phase
 //! and the pidfd its signals go through), `restart` (the policy, sans-IO), `spawn` (starting a
 //! worker), `signals`, `pidfile`.
 
