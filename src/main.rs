@@ -123,6 +123,8 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {}", e.key.join("."), e.reason))?;
+    // An RTSPS certificate pair that cannot be used: exit 255 at start, refused on reload.
+    finch_server::tls::load(&config)?;
     Ok(config)
 }
 
@@ -284,6 +286,7 @@ fn supervised_worker(cli: Cli) -> i32 {
         restarts_total,
         restarts_by_reason,
         errors,
+        auth_secret,
     } = init;
     // The supervisor's config already has the environment and flags applied.
     let config = match finch_config::load_str(&config, "<from the supervisor>", Vec::new()) {
@@ -311,6 +314,7 @@ fn supervised_worker(cli: Cli) -> i32 {
             restarts_by_reason,
         }),
         reporter: Some(tx),
+        auth_secret: hex_bytes(&auth_secret),
         reloader: Some(reloader(cli)),
         hooks: hooks(log),
     };
@@ -383,6 +387,17 @@ fn run_worker(
             exit::CANNOT_RUN
         }
     }
+}
+
+/// The supervisor's hex secret as bytes (`None` for anything else: the worker makes its own).
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.is_empty() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
 }
 
 /// A thousand readers need more than the usual 1024 descriptors: take the hard limit.

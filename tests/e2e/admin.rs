@@ -288,7 +288,12 @@ fn the_admin_token_guards_everything_but_health_and_metrics() {
         let auth = auth
             .map(|a| format!("Authorization: {a}\r\n"))
             .unwrap_or_default();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
+        let port = f.admin_port;
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n"
+        )
+        .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         resp.split_whitespace().nth(1).unwrap().parse().unwrap()
@@ -313,6 +318,62 @@ fn the_admin_token_guards_everything_but_health_and_metrics() {
         resp.contains("<redacted>") && !resp.contains("s3cret"),
         "{resp}"
     );
+}
+
+/// A raw HTTP/1.0 request with the given header lines; the status.
+fn raw_http(port: u16, head: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "{head}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_web_page_cannot_drive_or_read_the_admin_api() {
+    let f = Finch::start("browser", "");
+    let p = f.admin_port;
+    let host = format!("Host: 127.0.0.1:{p}");
+    // CSRF: a page on another site POSTs a restart or a reload.
+    let evil = "Origin: http://evil.example";
+    assert_eq!(
+        raw_http(
+            p,
+            &format!("POST /api/v1/config/reload HTTP/1.0\r\n{host}\r\n{evil}")
+        ),
+        403
+    );
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=b",
+    ] {
+        let req = format!("POST /api/v1/server/state HTTP/1.0\r\n{host}\r\nContent-Type: {ct}\r\nContent-Length: 2\r\n\r\n{{}}");
+        assert_eq!(raw_http(p, req.trim_end()), 403, "{ct}");
+    }
+    // DNS rebinding: the page's own name, resolving to 127.0.0.1.
+    assert_eq!(
+        raw_http(p, "GET /api/v1/config HTTP/1.0\r\nHost: evil.example"),
+        403
+    );
+    assert_eq!(
+        raw_http(
+            p,
+            &format!("GET /api/v1/config HTTP/1.0\r\nHost: evil.example:{p}")
+        ),
+        403
+    );
+    // Scripts and the admin's own page go through.
+    assert_eq!(
+        raw_http(p, &format!("POST /api/v1/config/reload HTTP/1.0\r\n{host}")),
+        200,
+        "an empty POST with no Content-Type"
+    );
+    assert_eq!(raw_http(p, &format!("GET /api/v1/server HTTP/1.0\r\nHost: localhost:{p}\r\nOrigin: http://localhost:{p}")), 200);
+    assert_eq!(http(p, "GET", "/api/v1/server", "").unwrap().0, 200);
 }
 
 #[test]

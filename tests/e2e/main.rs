@@ -5,6 +5,7 @@
 //! killed when its guard drops, and every wait has a deadline.
 
 mod admin;
+mod auth;
 mod cli;
 mod describe;
 mod harness;

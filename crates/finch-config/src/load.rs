@@ -157,22 +157,40 @@ fn scalar(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
-/// Where a dotted key is written in the file, found through toml's spanned parse.
+/// Where a dotted key is written in the file, found through toml's spanned parse. A segment
+/// that is a number indexes an array (`auth.users.2.ips` is the third `[[auth.users]]`).
 fn key_span(text: &str, key: &[String]) -> Option<std::ops::Range<usize>> {
     let doc = DeTable::parse(text).ok()?;
-    let mut table = doc.get_ref();
+    let mut value: Option<&DeValue<'_>> = None;
     let mut span = None;
-    for (i, seg) in key.iter().enumerate() {
-        let (k, v) = table
-            .iter()
-            .find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
-        span = Some(k.span());
-        if i + 1 < key.len() {
-            let DeValue::Table(t) = v.get_ref() else {
-                return span;
-            };
-            table = t;
-        }
+    for seg in key {
+        let next = match value {
+            None => {
+                let (k, v) = doc
+                    .get_ref()
+                    .iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == seg.as_str())?;
+                span = Some(k.span());
+                v
+            }
+            Some(DeValue::Table(t)) => {
+                let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == seg.as_str())
+                else {
+                    return span;
+                };
+                span = Some(k.span());
+                v
+            }
+            Some(DeValue::Array(a)) => {
+                let Some(item) = seg.parse::<usize>().ok().and_then(|i| a.get(i)) else {
+                    return span;
+                };
+                span = Some(item.span());
+                item
+            }
+            Some(_) => return span,
+        };
+        value = Some(next.get_ref());
     }
     span
 }
@@ -251,6 +269,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("f.toml:2:1: "), "{e}");
+    }
+
+    #[test]
+    fn a_bad_user_entry_points_at_its_line() {
+        let text = "[[auth.users]]\nuser = \"cam\"\npass = \"x\"\n\n[[auth.users]]\nuser = \"v\"\npass = \"y\"\nips = [\"10.0.0.0/40\"]\n";
+        let e = load_str(text, "f.toml", no_env()).unwrap_err();
+        assert!(e.to_string().starts_with("f.toml:8:1: "), "{e}");
+        assert!(e.to_string().contains("prefix"), "{e}");
+        let text = "[[auth.users]]\nuser = \"cam\"\npass = \"x\"\npermissions = [{ action = \"write\" }]\n";
+        let e = load_str(text, "f.toml", no_env()).unwrap_err();
+        assert!(e.to_string().starts_with("f.toml:4:"), "{e}");
+        assert!(e.to_string().contains("publish or read"), "{e}");
+        let text = "[[auth.users]]\nuser = \"cam\"\npass = \"digest-md5:12\"\n";
+        let e = load_str(text, "f.toml", no_env()).unwrap_err();
+        assert!(e.to_string().starts_with("f.toml:3:1: "), "{e}");
     }
 
     #[test]

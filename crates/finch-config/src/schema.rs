@@ -13,8 +13,12 @@ use std::fmt;
 pub struct Config {
     /// RTSP listener and sessions.
     pub rtsp: RtspConfig,
+    /// RTSP over TLS.
+    pub rtsps: RtspsConfig,
     /// The admin HTTP server.
     pub admin: AdminConfig,
+    /// Users and what they may do.
+    pub auth: crate::auth::AuthConfig,
     /// Input limits.
     pub limits: LimitsConfig,
     /// Fan-out and GOP cache.
@@ -45,6 +49,8 @@ pub struct RtspConfig {
     pub session_timeout_secs: u64,
     /// A connection whose socket cannot take more data for this long is closed.
     pub write_timeout_secs: u64,
+    /// An ANNOUNCE not followed by RECORD within this frees the path.
+    pub announce_timeout_secs: u64,
 }
 
 impl Default for RtspConfig {
@@ -56,6 +62,32 @@ impl Default for RtspConfig {
             rtp_port: 8000,
             session_timeout_secs: 60,
             write_timeout_secs: 10,
+            announce_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[rtsps]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtspsConfig {
+    /// Whether RTSP over TLS is served.
+    pub enabled: bool,
+    /// Its TCP port, on `rtsp.listen_addresses`.
+    pub port: u16,
+    /// The certificate chain (PEM).
+    pub cert_file: String,
+    /// Its private key (PEM).
+    pub key_file: String,
+}
+
+impl Default for RtspsConfig {
+    fn default() -> Self {
+        RtspsConfig {
+            enabled: false,
+            port: 8322,
+            cert_file: String::new(),
+            key_file: String::new(),
         }
     }
 }
@@ -71,6 +103,9 @@ pub struct AdminConfig {
     /// The secret every endpoint but /healthz and /metrics needs (Bearer token, or the password
     /// of Basic auth) when `listen` is not a loopback address; empty for none.
     pub token: String,
+    /// `Host` headers the API answers (`name` or `name:port`); empty: the listen address plus
+    /// `localhost`, `127.0.0.1` and `[::1]` with its port. Anything else gets 403 (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -79,6 +114,7 @@ impl Default for AdminConfig {
             enabled: true,
             listen: "127.0.0.1:8080".to_owned(),
             token: String::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -109,6 +145,22 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Most readers on one path.
     pub max_readers_per_path: usize,
+    /// Most RTSP connections from one address; 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Most RTSP sessions on one connection (Finch holds one per connection).
+    pub max_sessions_per_connection: usize,
+    /// Most tracks in one session (and in an ANNOUNCE's SDP).
+    pub max_tracks_per_session: usize,
+    /// Most paths at once.
+    pub max_paths: usize,
+    /// Most publishing sessions from one address; 0: no limit.
+    pub max_publishers_per_ip: usize,
+    /// A request not complete this long after its first byte closes the connection.
+    pub request_timeout_secs: u64,
+    /// A connection with no complete request this long after it opened is closed.
+    pub first_request_timeout_secs: u64,
+    /// All paths' GOP caches together hold at most this many bytes.
+    pub max_gop_cache_total_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -121,6 +173,14 @@ impl Default for LimitsConfig {
             max_interleaved_bytes: 32768,
             max_connections: 10000,
             max_readers_per_path: 5000,
+            max_connections_per_ip: 0,
+            max_sessions_per_connection: 1,
+            max_tracks_per_session: 16,
+            max_paths: 10000,
+            max_publishers_per_ip: 0,
+            request_timeout_secs: 10,
+            first_request_timeout_secs: 10,
+            max_gop_cache_total_bytes: 1 << 30,
         }
     }
 }
@@ -355,6 +415,12 @@ impl Config {
                 "must be between 5 and 86400",
             );
         }
+        if !(1..=3600).contains(&r.announce_timeout_secs) {
+            return bad(
+                &["rtsp", "announce_timeout_secs"],
+                "must be between 1 and 3600",
+            );
+        }
         if !(1..=3600).contains(&r.write_timeout_secs) {
             return bad(
                 &["rtsp", "write_timeout_secs"],
@@ -376,6 +442,31 @@ impl Config {
             }
             Ok(_) => {}
         }
+        let t = &self.rtsps;
+        if t.enabled {
+            if t.cert_file.is_empty() || t.key_file.is_empty() {
+                return bad(
+                    &["rtsps", "cert_file"],
+                    "RTSPS needs cert_file and key_file (PEM)",
+                );
+            }
+            if t.port == r.port {
+                return bad(&["rtsps", "port"], "must differ from rtsp.port");
+            }
+        }
+        if let Err((key, reason)) = crate::auth::validate(&self.auth) {
+            let mut k = vec!["auth".to_owned()];
+            k.extend(key);
+            return Err(Invalid { key: k, reason });
+        }
+        for (i, h) in self.admin.allowed_hosts.iter().enumerate() {
+            if h.is_empty() || h.contains(['/', ' ']) {
+                return Err(Invalid {
+                    key: vec!["admin".into(), "allowed_hosts".into(), i.to_string()],
+                    reason: format!("{h:?} is not a host or host:port"),
+                });
+            }
+        }
         let l = &self.limits;
         for (key, v, min, max) in [
             ("max_head_bytes", l.max_head_bytes, 256, 1 << 20),
@@ -390,6 +481,40 @@ impl Config {
             ),
             ("max_connections", l.max_connections, 1, 1 << 20),
             ("max_readers_per_path", l.max_readers_per_path, 1, 1 << 20),
+            (
+                "max_connections_per_ip",
+                l.max_connections_per_ip,
+                0,
+                1 << 20,
+            ),
+            // Finch holds one session per connection; a request for another gets 453.
+            (
+                "max_sessions_per_connection",
+                l.max_sessions_per_connection,
+                1,
+                1,
+            ),
+            ("max_tracks_per_session", l.max_tracks_per_session, 1, 255),
+            ("max_paths", l.max_paths, 1, 1 << 20),
+            ("max_publishers_per_ip", l.max_publishers_per_ip, 0, 1 << 20),
+            (
+                "request_timeout_secs",
+                l.request_timeout_secs as usize,
+                1,
+                3600,
+            ),
+            (
+                "first_request_timeout_secs",
+                l.first_request_timeout_secs as usize,
+                1,
+                3600,
+            ),
+            (
+                "max_gop_cache_total_bytes",
+                l.max_gop_cache_total_bytes,
+                1 << 20,
+                1 << 40,
+            ),
         ] {
             if !(min..=max).contains(&v) {
                 return bad(&["limits", key], format!("must be between {min} and {max}"));

@@ -65,6 +65,9 @@ pub enum ToWorker {
         restarts_by_reason: Vec<(String, u64)>,
         /// The error ring, oldest first.
         errors: Vec<ErrorEntry>,
+        /// The secret Digest nonces are minted under (hex), the same for every worker so a
+        /// nonce survives a restart.
+        auth_secret: String,
     },
 }
 
@@ -133,6 +136,7 @@ mod tests {
             restarts_total: 1,
             restarts_by_reason: vec![("signal".into(), 1)],
             errors: vec![],
+            auth_secret: "00ff".into(),
         };
         assert_eq!(decode::<ToWorker>(&encode(&init)), Some(init));
         assert_eq!(decode::<ToSupervisor>("garbage"), None);

@@ -7,6 +7,7 @@
 //! starts (RFC 6184, RFC 7798) and which parameter sets it carries.
 //!
 //! Layout:
+//! - `auth`: Basic and Digest authentication, server side.
 //! - `rtsp`: the message types, the incremental parser (with its input limits) and the writer.
 //! - `headers`: one module per header the server parses or writes.
 //! - `sdp`: a tolerant SDP reader/writer that keeps every line it does not own byte for byte.
@@ -19,6 +20,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 pub mod codec;
 pub mod headers;
 pub mod rtcp;

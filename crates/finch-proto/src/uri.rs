@@ -22,6 +22,21 @@ pub fn request_path(uri: &str) -> Option<String> {
     Some(path.to_owned())
 }
 
+/// The URI with any password in it replaced by `***` (`rtsp://user:***@host/path`): what a log
+/// line or an API answer may show.
+pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return uri.into();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]).into()
+}
+
 /// Splits `live/cam1/trackID=0` into (`live/cam1`, `trackID=0`).
 pub fn split_last_segment(path: &str) -> Option<(&str, &str)> {
     path.rsplit_once('/')
@@ -60,6 +75,15 @@ mod tests {
         assert_eq!(request_path("*"), None);
         assert_eq!(request_path("rtsp://h:8554"), None);
         assert_eq!(request_path("rtsp://h:8554/"), None);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("rtsp://u:p@h:554/a?x=1"), "rtsp://u:***@h:554/a?x=1");
+        assert_eq!(redact("rtsp://u@h/a"), "rtsp://u:***@h/a");
+        assert_eq!(redact("rtsp://h/a@b"), "rtsp://h/a@b");
+        assert_eq!(redact("redis://:pw@h:6379"), "redis://:***@h:6379");
+        assert_eq!(redact("*"), "*");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub use packet::{Kind, Packet, PACKET_OVERHEAD};
 pub use path::{PathEntry, PathState, SourceInfo, SourceKind};
 pub use reader::{Ended, Reader, ReaderInfo, Start};
 pub use registry::{AnnounceError, Publisher, Registry};
+pub use ring::Budget;
 pub use stream::{JoinError, RelayParams, Stream, TrackInfo};
 
 #[cfg(test)]

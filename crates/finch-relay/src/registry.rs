@@ -11,6 +11,7 @@
 use crate::counters::Totals;
 use crate::packet::Kind;
 use crate::path::{PathEntry, PathState, SourceInfo};
+use crate::ring::Budget;
 use crate::stream::{RelayParams, Stream};
 use bytes::Bytes;
 use finch_proto::sdp::Sdp;
@@ -27,17 +28,32 @@ pub enum AnnounceError {
 }
 
 /// All paths.
-#[derive(Default)]
 pub struct Registry {
     paths: Mutex<HashMap<String, PathEntry>>,
     /// Totals of streams that have ended, so counters never go back.
     retired: Mutex<Totals>,
+    /// The memory every stream's ring counts against.
+    budget: Arc<Budget>,
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry without a shared memory bound.
     pub fn new() -> Arc<Registry> {
-        Arc::new(Registry::default())
+        Registry::with_budget(usize::MAX)
+    }
+
+    /// An empty registry whose streams together hold at most `max_bytes`.
+    pub fn with_budget(max_bytes: usize) -> Arc<Registry> {
+        Arc::new(Registry {
+            paths: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Totals::default()),
+            budget: Budget::new(max_bytes),
+        })
+    }
+
+    /// The shared memory bound.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, PathEntry>> {
@@ -74,7 +90,7 @@ impl Registry {
         if paths.contains_key(name) {
             return Err(AnnounceError::Busy(name.to_owned()));
         }
-        let stream = Arc::new(Stream::new(sdp, params));
+        let stream = Arc::new(Stream::with_budget(sdp, params, Some(self.budget.clone())));
         let id = source.id.clone();
         paths.insert(
             name.to_owned(),
@@ -203,7 +219,11 @@ impl Publisher {
     /// The same source announcing again: its new description replaces the old one in one step
     /// (no other source can take the path in between), and the old stream's readers end.
     pub fn reannounce(&mut self, sdp: Sdp, params: RelayParams) -> bool {
-        let stream = Arc::new(Stream::new(sdp, params));
+        let stream = Arc::new(Stream::with_budget(
+            sdp,
+            params,
+            Some(self.registry.budget.clone()),
+        ));
         let mut old = None;
         let replaced = self.registry.update(&self.name, &self.id, |p| {
             old = Some(std::mem::replace(&mut p.stream, stream.clone()));

@@ -16,6 +16,40 @@
 
 use crate::packet::{cost, Packet};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Memory shared by every ring (`limits.max_gop_cache_total_bytes`): past it, a ring that grows
+/// gives up its GOP and keeps only its window, so many paths together stay bounded too.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+        })
+    }
+
+    /// Changes the bound (a reload).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Relaxed);
+    }
+
+    /// Bytes all rings hold now.
+    pub fn used(&self) -> usize {
+        self.used.load(Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used.load(Relaxed) > self.max.load(Relaxed)
+    }
+}
 
 /// What a ring keeps (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -46,10 +80,11 @@ pub(crate) struct Ring {
     last_key: Option<u64>,
     limits: RingLimits,
     tracks: usize,
+    budget: Option<Arc<Budget>>,
 }
 
 impl Ring {
-    pub(crate) fn new(tracks: usize, limits: RingLimits) -> Ring {
+    pub(crate) fn new(tracks: usize, limits: RingLimits, budget: Option<Arc<Budget>>) -> Ring {
         Ring {
             buf: VecDeque::new(),
             base: 0,
@@ -58,6 +93,7 @@ impl Ring {
             last_key: None,
             limits,
             tracks,
+            budget,
         }
     }
 
@@ -123,19 +159,27 @@ impl Ring {
             }
         }
         self.bytes += size;
+        if let Some(b) = &self.budget {
+            b.used.fetch_add(size, Relaxed);
+        }
         self.buf.push_back(p);
         self.evict();
     }
 
     fn evict(&mut self) {
+        let over_budget = self.budget.as_ref().is_some_and(|b| b.over());
         while let Some(front) = self.buf.front() {
             let over = self.bytes > self.limits.max_bytes;
             let in_window = self.buf.len() <= self.limits.window_packets;
-            let in_gop = self.gop.as_ref().is_some_and(|g| self.base >= g.start);
+            let in_gop = !over_budget && self.gop.as_ref().is_some_and(|g| self.base >= g.start);
             if !over && (in_window || in_gop) {
                 break;
             }
-            self.bytes -= cost(front);
+            let size = cost(front);
+            self.bytes -= size;
+            if let Some(b) = &self.budget {
+                b.used.fetch_sub(size, Relaxed);
+            }
             self.buf.pop_front();
             self.base += 1;
             if self.gop.as_ref().is_some_and(|g| g.start < self.base) {
@@ -148,9 +192,18 @@ impl Ring {
     pub(crate) fn clear(&mut self) {
         self.base = self.head();
         self.buf.clear();
+        if let Some(b) = &self.budget {
+            b.used.fetch_sub(self.bytes, Relaxed);
+        }
         self.bytes = 0;
         self.gop = None;
         self.last_key = None;
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -183,7 +236,7 @@ mod tests {
 
     #[test]
     fn keeps_the_window_and_the_gop() {
-        let mut r = Ring::new(1, limits());
+        let mut r = Ring::new(1, limits(), None);
         for i in 0..3u16 {
             r.push(packet(false, 10), Some((i, 0)));
         }
@@ -211,7 +264,7 @@ mod tests {
         l.gop_max_packets = usize::MAX;
         l.gop_max_bytes = 100 * PACKET_OVERHEAD;
         l.max_bytes = 200 * PACKET_OVERHEAD;
-        let mut r = Ring::new(1, l);
+        let mut r = Ring::new(1, l, None);
         r.push(packet(true, 1), None);
         for _ in 0..100_000 {
             r.push(packet(false, 1), None);
@@ -223,11 +276,33 @@ mod tests {
     }
 
     #[test]
+    fn rings_together_stay_within_their_budget() {
+        let budget = Budget::new(40 * (PACKET_OVERHEAD + 100));
+        let mut l = limits();
+        l.gop_max_packets = 1000;
+        let mut rings: Vec<Ring> = (0..3)
+            .map(|_| Ring::new(1, l, Some(budget.clone())))
+            .collect();
+        for r in rings.iter_mut() {
+            r.push(packet(true, 100), None);
+            for _ in 0..30 {
+                r.push(packet(false, 100), None);
+            }
+        }
+        // The first ring's GOP fitted; the later ones pushed the total over and gave theirs up.
+        assert!(rings[0].gop().is_some());
+        assert!(rings[2].gop().is_none());
+        assert!(budget.used() <= 40 * (PACKET_OVERHEAD + 100) + 2 * 4 * (PACKET_OVERHEAD + 100));
+        drop(rings);
+        assert_eq!(budget.used(), 0, "dropped rings give their bytes back");
+    }
+
+    #[test]
     fn the_byte_bound_holds_even_inside_the_window() {
         let mut l = limits();
         l.gop_cache = false;
         l.max_bytes = 3 * (PACKET_OVERHEAD + 1000);
-        let mut r = Ring::new(1, l);
+        let mut r = Ring::new(1, l, None);
         for _ in 0..4 {
             r.push(packet(false, 1000), None);
         }

@@ -15,7 +15,7 @@ use crate::counters::{Counters, ReaderStats, Totals};
 use crate::packet::{Kind, Packet};
 use crate::params::ParameterSets;
 use crate::reader::{Reader, ReaderInfo, Start};
-use crate::ring::{Ring, RingLimits};
+use crate::ring::{Budget, Ring, RingLimits};
 use bytes::Bytes;
 use finch_proto::codec::VideoCodec;
 use finch_proto::rtp::RtpHeader;
@@ -146,6 +146,11 @@ pub(crate) struct Joined {
 impl Stream {
     /// A stream for the tracks a source announced.
     pub fn new(sdp: Sdp, params: RelayParams) -> Stream {
+        Stream::with_budget(sdp, params, None)
+    }
+
+    /// A stream whose ring counts against a budget shared with other streams.
+    pub fn with_budget(sdp: Sdp, params: RelayParams, budget: Option<Arc<Budget>>) -> Stream {
         let tracks: Vec<TrackInfo> = sdp
             .media
             .iter()
@@ -165,7 +170,7 @@ impl Stream {
             .enumerate()
             .find_map(|(i, t)| VideoCodec::from_encoding(&t.codec).map(|c| (i, c)));
         let state = State {
-            ring: Ring::new(tracks.len(), params.ring_limits(video.is_some())),
+            ring: Ring::new(tracks.len(), params.ring_limits(video.is_some()), budget),
             published: 0,
             closed: false,
             unpublished: 0,

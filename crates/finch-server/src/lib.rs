@@ -6,6 +6,8 @@
 //! - `rtsp`: the accept loop, connections, sessions and methods; `udp`: the shared RTP/RTCP
 //!   sockets and their routes; `admin`: the HTTP API, metrics and status page; `net`: binding,
 //!   inheriting and rebinding sockets.
+//! - `tls`: the RTSPS certificate and acceptor.
+//! - `auth`: who may do what (users, Basic and Digest, address lists, failed logins).
 //! - Shared by the rooms: `shared` (the worker's shared state), `state` (the server state),
 //!   `errorlog` (DSS's error log: the only way to FatalError), `report` (reports to the
 //!   supervisor), `sessions` (the session table), `metrics`, `reload` (applying a new config),
@@ -19,6 +21,7 @@
 
 pub mod activity;
 mod admin;
+pub mod auth;
 pub mod errorlog;
 pub mod metrics;
 pub mod net;
@@ -28,6 +31,7 @@ mod rtsp;
 pub mod sessions;
 pub mod shared;
 pub mod state;
+pub mod tls;
 mod udp;
 pub mod worker;
 

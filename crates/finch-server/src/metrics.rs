@@ -57,6 +57,8 @@ pub struct Metrics {
     /// Requests that broke a limit or could not be parsed, by status.
     pub bad_requests: Family<Labels, Counter>,
     log_dropped: Counter,
+    auth_failures: Family<Labels, Counter>,
+    limit_refusals: Family<Labels, Counter>,
 }
 
 /// What the metrics read from the worker at scrape time.
@@ -119,6 +121,8 @@ impl Metrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             bad_requests: Family::default(),
             log_dropped: Counter::default(),
+            auth_failures: Family::default(),
+            limit_refusals: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -182,6 +186,16 @@ impl Metrics {
                 m.bad_requests.clone(),
             );
             r.register(
+                "auth_failures",
+                "Requests refused by authentication or authorization, by reason",
+                m.auth_failures.clone(),
+            );
+            r.register(
+                "limit_refusals",
+                "Inputs refused for passing a limit, by the limit's config key",
+                m.limit_refusals.clone(),
+            );
+            r.register(
                 "log_lines_dropped",
                 "Log lines dropped because the log's destination could not keep up",
                 m.log_dropped.clone(),
@@ -215,6 +229,27 @@ impl Metrics {
         let label = status.map_or("closed".to_owned(), |s| s.to_string());
         self.bad_requests
             .get_or_create(&vec![("status".to_owned(), label)])
+            .inc();
+    }
+
+    /// Counts a request refused by authentication (`reason` from a fixed set).
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc();
+    }
+
+    /// The counter of refusals for one limit, to hand to a loop that counts on its own.
+    pub fn limit_counter(&self, limit: &'static str) -> Counter {
+        self.limit_refusals
+            .get_or_create(&labels(&[("limit", limit)]))
+            .clone()
+    }
+
+    /// Counts an input refused for passing a limit (`limit`: its config key).
+    pub fn limit_refusal(&self, limit: &'static str) {
+        self.limit_refusals
+            .get_or_create(&labels(&[("limit", limit)]))
             .inc();
     }
 

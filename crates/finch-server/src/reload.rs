@@ -16,6 +16,8 @@ const SOCKET_KEYS: &[&str] = &[
     "rtsp.port",
     "rtsp.udp",
     "rtsp.rtp_port",
+    "rtsps.enabled",
+    "rtsps.port",
     "admin.enabled",
     "admin.listen",
 ];
@@ -43,6 +45,17 @@ pub fn reload(server: &Shared) -> Result<Reloaded, String> {
             return Err(e);
         }
     };
+    // A certificate pair that cannot be read is refused like any bad config.
+    let acceptor = match crate::tls::load(&new) {
+        Ok(a) => a,
+        Err(e) => {
+            let e = e.to_string();
+            server.errors.error(format!(
+                "config reload refused, the running config stays: {e}"
+            ));
+            return Err(e);
+        }
+    };
     let old = server.config();
     let changed = changed_keys(&old, &new);
     let needs_restart: Vec<String> = changed
@@ -51,6 +64,15 @@ pub fn reload(server: &Shared) -> Result<Reloaded, String> {
         .cloned()
         .collect();
     server.set_config(new.clone());
+    server.tls.set(acceptor);
+    server.auth.reload(&new);
+    server
+        .registry
+        .budget()
+        .set_max(new.limits.max_gop_cache_total_bytes);
+    if let Some(udp) = &server.udp {
+        udp.set_max_packet(new.limits.max_interleaved_bytes);
+    }
     if let Some(apply) = &server.hooks.apply_log_config {
         apply(std::sync::Arc::new(new.clone()));
     }

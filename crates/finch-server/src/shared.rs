@@ -4,6 +4,7 @@
 //! It holds data and small accessors only; the behaviour lives in the rooms (`rtsp`, `udp`,
 //! `admin`, `worker`), which all look at one [`Shared`].
 
+use crate::auth::Auth;
 use crate::errorlog::{ErrorLog, Verbosity};
 use crate::metrics::{Metrics, Snapshot};
 use crate::report::Reporter;
@@ -13,9 +14,11 @@ use crate::udp::Udp;
 use finch_config::Config;
 use finch_control::{Restart, ToSupervisor};
 use finch_relay::{Registry, RelayParams};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +81,8 @@ pub struct Link {
     pub reporter: Option<Reporter>,
     /// How to reload the config.
     pub reloader: Option<Reloader>,
+    /// The Digest nonce secret from the supervisor (else a random one).
+    pub auth_secret: Option<Vec<u8>>,
 }
 
 /// The worker's shared state.
@@ -98,6 +103,12 @@ pub struct Shared {
     config: RwLock<Arc<Config>>,
     /// Paths and their streams.
     pub registry: Arc<Registry>,
+    /// Who may do what.
+    pub auth: Auth,
+    /// The RTSPS acceptor in force.
+    pub tls: crate::tls::Tls,
+    /// Wrong admin tokens per address.
+    pub(crate) admin_failures: Mutex<crate::auth::failures::Failures>,
     /// The shared UDP sockets, if UDP is on.
     pub udp: Option<Arc<Udp>>,
     /// Live RTSP sessions.
@@ -111,6 +122,9 @@ pub struct Shared {
     next_conn: AtomicU64,
     /// Open RTSP connections (all listeners together).
     pub connections: AtomicU64,
+    /// Open RTSP connections per client address (entries at zero are removed).
+    pub per_ip: Mutex<HashMap<IpAddr, usize>>,
+    limit_logged: Mutex<HashMap<&'static str, Instant>>,
 }
 
 impl Shared {
@@ -122,7 +136,14 @@ impl Shared {
         link: Link,
     ) -> Shared {
         let state = watch::Sender::new(ServerState::Starting);
+        let secret = link.auth_secret.unwrap_or_else(crate::auth::random_secret);
+        let budget = config.limits.max_gop_cache_total_bytes;
         Shared {
+            auth: Auth::new(&config, &secret),
+            per_ip: Mutex::new(HashMap::new()),
+            tls: crate::tls::Tls::default(),
+            admin_failures: Mutex::new(crate::auth::failures::Failures::new()),
+            limit_logged: Mutex::new(HashMap::new()),
             errors: ErrorLog::new(link.errors, link.reporter.clone(), state.clone()),
             supervision: link.supervision,
             reporter: link.reporter,
@@ -131,7 +152,7 @@ impl Shared {
             metrics: Metrics::new(),
             hooks: link.hooks,
             config: RwLock::new(Arc::new(config)),
-            registry: Registry::new(),
+            registry: Registry::with_budget(budget),
             udp,
             sessions: Arc::new(Sessions::default()),
             state,
@@ -192,6 +213,22 @@ impl Shared {
     /// Open RTSP connections.
     pub fn connection_count(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// An input refused for passing `limit` (its config key): counted, and logged at most once
+    /// a second per limit, so a flood cannot flood the log too.
+    pub fn refused(&self, limit: &'static str, peer: IpAddr) {
+        self.metrics.limit_refusal(limit);
+        let now = Instant::now();
+        let mut logged = self.limit_logged.lock().unwrap_or_else(|e| e.into_inner());
+        let due = logged
+            .get(limit)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1));
+        if due {
+            logged.insert(limit, now);
+            drop(logged);
+            tracing::warn!(limit, %peer, "refused: a limit was reached (further refusals this second are only counted)");
+        }
     }
 
     /// Closes every session and path (state Idle).

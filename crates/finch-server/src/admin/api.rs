@@ -203,11 +203,31 @@ pub(super) async fn restart(
 pub(super) async fn get_config(State(s): State<Arc<Shared>>) -> ApiResult {
     let mut v = serde_json::to_value(&*s.config())
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    // Secrets never leave the server.
+    redact_secrets(&mut v);
+    Ok(Json(v))
+}
+
+/// Secrets never leave the server: the admin token, users' passwords, and passwords inside
+/// source URLs.
+fn redact_secrets(v: &mut Value) {
     if v["admin"]["token"].as_str().is_some_and(|t| !t.is_empty()) {
         v["admin"]["token"] = json!("<redacted>");
     }
-    Ok(Json(v))
+    if let Some(users) = v["auth"]["users"].as_array_mut() {
+        for u in users {
+            if u["pass"].as_str().is_some_and(|p| !p.is_empty()) {
+                u["pass"] = json!("<redacted>");
+            }
+        }
+    }
+    if let Some(paths) = v["paths"].as_object_mut() {
+        for p in paths.values_mut() {
+            if let Some(src) = p["source"].as_str() {
+                let redacted = finch_proto::uri::redact(src).into_owned();
+                p["source"] = json!(redacted);
+            }
+        }
+    }
 }
 
 pub(super) async fn reload_config(State(s): State<Arc<Shared>>) -> ApiResult {

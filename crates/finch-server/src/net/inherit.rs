@@ -17,6 +17,9 @@ pub fn into_fds(l: Listeners) -> Vec<(String, OwnedFd)> {
     for s in l.rtsp {
         out.push(("rtsp".into(), s.into()));
     }
+    for s in l.rtsps {
+        out.push(("rtsps".into(), s.into()));
+    }
     if let Some(a) = l.admin {
         out.push(("admin".into(), a.into()));
     }

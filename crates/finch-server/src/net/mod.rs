@@ -2,8 +2,8 @@
 //! passing them between processes as descriptors, and working out what a reload must rebind.
 //!
 //! One list says which sockets a config wants ([`wanted`]); binding, inheriting and rebinding
-//! all follow it, so they cannot disagree. Names (systemd's `LISTEN_FDNAMES`): `rtsp` (one per
-//! listen address), `admin`, and an `rtp`/`rtcp` pair per listen address.
+//! all follow it, so they cannot disagree. Names (systemd's `LISTEN_FDNAMES`): `rtsp` and `rtsps`
+//! (one per listen address), `admin`, and an `rtp`/`rtcp` pair per listen address.
 
 mod bind;
 pub mod inherit;
@@ -20,6 +20,8 @@ use std::os::fd::OwnedFd;
 pub struct Listeners {
     /// RTSP TCP listeners.
     pub rtsp: Vec<std::net::TcpListener>,
+    /// RTSPS (TLS) listeners.
+    pub rtsps: Vec<std::net::TcpListener>,
     /// The admin HTTP listener.
     pub admin: Option<std::net::TcpListener>,
     /// The shared RTP and RTCP sockets, one pair per listen address.
@@ -31,6 +33,7 @@ impl Listeners {
     pub(crate) fn from_roles(sockets: impl IntoIterator<Item = (Role, OwnedFd)>) -> Listeners {
         let mut l = Listeners {
             rtsp: Vec::new(),
+            rtsps: Vec::new(),
             admin: None,
             udp: Vec::new(),
         };
@@ -39,6 +42,7 @@ impl Listeners {
         for (role, fd) in sockets {
             match role {
                 Role::Rtsp => l.rtsp.push(fd.into()),
+                Role::Rtsps => l.rtsps.push(fd.into()),
                 Role::Admin => l.admin = Some(fd.into()),
                 Role::Rtp => rtp.push(std::net::UdpSocket::from(fd)),
                 Role::Rtcp => rtcp.push(std::net::UdpSocket::from(fd)),
@@ -61,6 +65,8 @@ impl Listeners {
 pub enum Role {
     /// An RTSP listener.
     Rtsp,
+    /// An RTSPS listener.
+    Rtsps,
     /// The admin HTTP listener.
     Admin,
     /// A shared RTP socket.
@@ -74,6 +80,7 @@ impl Role {
     pub fn name(self) -> &'static str {
         match self {
             Role::Rtsp => "rtsp",
+            Role::Rtsps => "rtsps",
             Role::Admin => "admin",
             Role::Rtp => "rtp",
             Role::Rtcp => "rtcp",
@@ -84,6 +91,7 @@ impl Role {
     pub fn from_name(name: &str) -> Option<Role> {
         match name {
             "rtsp" => Some(Role::Rtsp),
+            "rtsps" => Some(Role::Rtsps),
             "admin" => Some(Role::Admin),
             "rtp" => Some(Role::Rtp),
             "rtcp" => Some(Role::Rtcp),
@@ -94,6 +102,7 @@ impl Role {
     fn what(self) -> &'static str {
         match self {
             Role::Rtsp => "the RTSP listener",
+            Role::Rtsps => "the RTSPS listener",
             Role::Admin => "the admin HTTP listener",
             Role::Rtp => "the RTP socket",
             Role::Rtcp => "the RTCP socket",
@@ -126,8 +135,8 @@ pub enum NetError {
     },
 }
 
-/// Every socket `config` asks for, in the order the worker expects them: RTSP listeners, the
-/// admin listener, then an RTP/RTCP pair per listen address.
+/// Every socket `config` asks for, in the order the worker expects them: RTSP listeners, RTSPS
+/// listeners, the admin listener, then an RTP/RTCP pair per listen address.
 pub fn wanted(config: &Config) -> Vec<(Role, SocketAddr)> {
     let ips: Vec<IpAddr> = config
         .rtsp
@@ -139,6 +148,11 @@ pub fn wanted(config: &Config) -> Vec<(Role, SocketAddr)> {
         .iter()
         .map(|ip| (Role::Rtsp, SocketAddr::new(*ip, config.rtsp.port)))
         .collect();
+    if config.rtsps.enabled {
+        for ip in &ips {
+            out.push((Role::Rtsps, SocketAddr::new(*ip, config.rtsps.port)));
+        }
+    }
     if config.admin.enabled {
         if let Ok(a) = config.admin.listen.parse() {
             out.push((Role::Admin, a));

@@ -39,11 +39,20 @@ pub(crate) struct Conn {
     pub(crate) described: Option<String>,
     /// Cancelled to close this connection (kick, Idle, slow reader, shutdown).
     pub(crate) cancel: CancellationToken,
+    /// Whether the connection is RTSPS.
+    pub(crate) tls: bool,
+    /// What it has been allowed (action, path): kept for its later requests.
+    pub(crate) granted: Vec<(crate::auth::Action, String)>,
     out: BytesMut,
     close_after_write: bool,
     last_request: Activity,
     /// When the publisher's pending packets must be flushed to readers if no more arrive.
     flush_at: Option<Instant>,
+    /// When the connection opened, and whether a whole request has come yet.
+    opened: Instant,
+    requested: bool,
+    /// Since when the read buffer has held the start of a message that is not complete.
+    partial_since: Option<Instant>,
 }
 
 /// Responses queued before the connection stops parsing and writes them: bounds what pipelined
@@ -61,6 +70,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     sock: S,
     peer: SocketAddr,
     local: SocketAddr,
+    tls: bool,
     fault: CancellationToken,
 ) {
     let config = shared.config();
@@ -73,10 +83,15 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         session: None,
         described: None,
         cancel,
+        tls,
+        granted: Vec::new(),
         out: BytesMut::with_capacity(1024),
         close_after_write: false,
         last_request: Activity::new(),
         flush_at: None,
+        opened: Instant::now(),
+        requested: false,
+        partial_since: None,
     };
     let reason = conn.run(sock, fault).await;
     tracing::debug!(reason, "connection closed");
@@ -117,7 +132,17 @@ impl Conn {
                 _ = fault.cancelled() => panic!("injected fault: panic in a connection task"),
                 r = sock.read_buf(&mut rbuf) => match r {
                     Ok(0) => return "peer closed",
-                    Ok(_) => more = self.on_read(&mut parser, &mut rbuf),
+                    Ok(_) => {
+                        let before = parser.offset();
+                        more = self.on_read(&mut parser, &mut rbuf);
+                        // Progress (a whole message) resets the clock of a partial one.
+                        if parser.offset() != before || rbuf.is_empty() {
+                            self.partial_since = None;
+                        }
+                        if !rbuf.is_empty() {
+                            self.partial_since.get_or_insert_with(Instant::now);
+                        }
+                    }
                     Err(_) => return "read error",
                 },
                 n = recv_media(&mut self.session, &mut batch) => {
@@ -170,6 +195,9 @@ impl Conn {
                         tracing::info!(idle_secs = idle.as_secs(), "session timed out");
                         return "session timed out";
                     }
+                    if let Some(why) = self.overdue() {
+                        return why;
+                    }
                 }
             }
             // Responses are flushed in bounded slices: pipelined requests that would queue more
@@ -196,6 +224,34 @@ impl Conn {
         }
     }
 
+    /// A deadline the client has missed (limits against slow and idle clients, and path
+    /// squatting), counted and named; `None` if all is well.
+    fn overdue(&mut self) -> Option<&'static str> {
+        let l = &self.config.limits;
+        let ip = self.peer.ip();
+        if !self.requested && self.opened.elapsed().as_secs() >= l.first_request_timeout_secs {
+            self.shared.refused("first_request_timeout_secs", ip);
+            return Some("no request in time");
+        }
+        if self
+            .partial_since
+            .is_some_and(|t| t.elapsed().as_secs() >= l.request_timeout_secs)
+        {
+            self.shared.refused("request_timeout_secs", ip);
+            return Some("request not completed in time");
+        }
+        let squatting = matches!(
+            &self.session,
+            Some(Session { role: Role::Publisher(p), .. })
+                if !p.recording && p.since.elapsed().as_secs() >= self.config.rtsp.announce_timeout_secs
+        );
+        if squatting {
+            self.shared.refused("announce_timeout_secs", ip);
+            return Some("ANNOUNCE not followed by RECORD in time");
+        }
+        None
+    }
+
     /// Handles what the read buffer holds; true if it stopped early because enough responses
     /// are waiting to be written.
     fn on_read(&mut self, parser: &mut Parser, rbuf: &mut BytesMut) -> bool {
@@ -207,6 +263,7 @@ impl Conn {
                 Ok(None) => return false,
                 Ok(Some(Item::Request(req))) => {
                     self.last_request.touch();
+                    self.requested = true;
                     let cseq = req.cseq().map(str::to_owned);
                     let method = req.method.clone();
                     let started = Instant::now();

@@ -12,6 +12,8 @@ pub(crate) const PUBLIC: &str =
 pub(crate) struct RtspError {
     pub(crate) status: Status,
     pub(crate) why: String,
+    /// Headers the refusal carries (`WWW-Authenticate` challenges), in order.
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 /// A refusal with `status` because of `why`.
@@ -19,6 +21,7 @@ pub(crate) fn fail(status: Status, why: impl Into<String>) -> RtspError {
     RtspError {
         status,
         why: why.into(),
+        headers: Vec::new(),
     }
 }
 
@@ -33,6 +36,9 @@ impl RtspError {
         }
         if self.status == Status::NOT_IMPLEMENTED {
             resp.headers.set("Public", PUBLIC);
+        }
+        for (name, value) in self.headers {
+            resp.headers.append(name, value);
         }
         resp
     }

@@ -11,6 +11,7 @@ use super::conn;
 use crate::shared::Shared;
 use crate::udp::canonical;
 use finch_proto::rtsp::{Response, Status};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,35 +25,63 @@ use tracing::Instrument;
 /// Connections being answered 503 at once.
 const MAX_REFUSALS: usize = 64;
 
-/// A counted connection: one of `limits.max_connections` while it lives, whatever ends it.
-struct Slot(Arc<Shared>);
+/// A counted connection: one of `limits.max_connections`, and of its address's
+/// `limits.max_connections_per_ip`, while it lives, whatever ends it.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
 
 impl Slot {
-    /// A slot if the worker is below its limit.
-    fn take(shared: &Arc<Shared>) -> Option<Slot> {
-        let limit = shared.config().limits.max_connections as u64;
+    /// A slot, or the limit that is full.
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let limits = shared.config().limits.clone();
+        let total = limits.max_connections as u64;
         shared
             .connections
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < limit).then_some(n + 1)
+                (n < total).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Slot(shared.clone()))
+            .map_err(|_| "max_connections")?;
+        let mut per_ip = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_ip.entry(ip).or_insert(0);
+        if limits.max_connections_per_ip > 0 && *n >= limits.max_connections_per_ip {
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+            drop(per_ip);
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            return Err("max_connections_per_ip");
+        }
+        *n += 1;
+        Ok(Slot {
+            shared: shared.clone(),
+            ip,
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
     }
 }
 
-/// Accepts until the server shuts down.
+/// Accepts until the server shuts down; with `tls`, each connection first completes a TLS
+/// handshake (within `limits.first_request_timeout_secs`) and is then served as any other.
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     tracker: TaskTracker,
     stop: CancellationToken,
+    tls: bool,
 ) {
     // Refusing costs a task and a descriptor for up to a few seconds; past this many at once,
     // a connection is closed without a word so a flood cannot exhaust descriptors.
@@ -83,14 +112,18 @@ pub(crate) async fn accept_loop(
         shared.metrics.accepted();
         let state = *states.borrow();
         let id = shared.next_conn_id();
-        let span = tracing::info_span!("conn", id, %peer);
+        let span = tracing::info_span!("conn", id, %peer, tls);
         // One accepted just as the worker began to stop is served all the same: refusing it
         // would fail a client the next worker could have served.
         let accepts = state.accepts_connections() || state.is_stopping();
         // Counted before the task runs, so a drain that starts now waits for it.
-        let slot = if accepts { Slot::take(&shared) } else { None };
-        match (accepts, slot) {
-            (true, Some(slot)) => {
+        let slot = if accepts {
+            Slot::take(&shared, peer.ip())
+        } else {
+            Err(state.as_str())
+        };
+        match slot {
+            Ok(slot) => {
                 let shared = shared.clone();
                 let fault = CancellationToken::new();
                 *shared
@@ -102,18 +135,36 @@ pub(crate) async fn accept_loop(
                     async move {
                         // Held by the task, so even a panic in it gives the slot back.
                         let _slot = slot;
-                        conn::serve(shared, sock, peer, local, fault).await;
+                        if !tls {
+                            return conn::serve(shared, sock, peer, local, false, fault).await;
+                        }
+                        let Some(acceptor) = shared.tls.acceptor() else {
+                            return;
+                        };
+                        let limit =
+                            Duration::from_secs(shared.config().limits.first_request_timeout_secs);
+                        match tokio::time::timeout(limit, acceptor.accept(sock)).await {
+                            Ok(Ok(stream)) => {
+                                conn::serve(shared, stream, peer, local, true, fault).await
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => {
+                                shared.refused("first_request_timeout_secs", peer.ip());
+                            }
+                        }
                     }
                     .instrument(span),
                 );
             }
-            (accepting, _) => {
-                let why = if accepting {
-                    "connection limit reached"
-                } else {
-                    state.as_str()
-                };
+            Err(why) => {
+                if accepts {
+                    shared.refused(why, peer.ip());
+                }
                 tracing::debug!(parent: &span, why, "refusing connection with 503");
+                if tls {
+                    // No handshake, no words: the client sees the connection closed.
+                    continue;
+                }
                 if let Ok(permit) = refusals.clone().try_acquire_owned() {
                     tracker.spawn(async move {
                         refuse(sock).await;

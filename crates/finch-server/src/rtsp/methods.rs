@@ -3,12 +3,12 @@
 //! are in `publish`, the reader's in `play`.
 //!
 //! Handlers change the connection's session and the relay, never the socket: the connection
-//! writes the response and, once a reader plays, its media. Failures are an [`RtspError`]
+//! writes the response and, once a reader plays, its media. Failures are an `RtspError`
 //! that becomes a status in one place.
 
 use super::conn::Conn;
-use super::error::{fail, Result, RtspError, PUBLIC};
-use super::resolve::{resolve, Context, Target};
+use super::error::{fail, Result, PUBLIC};
+use super::resolve::{resolve, unresolved, Context, Target};
 use finch_proto::headers::session::{format_session, parse_session_id};
 use finch_proto::rtsp::{Method, Request, Response, Status};
 
@@ -18,7 +18,7 @@ impl Conn {
         match self.dispatch(&req) {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::debug!(method = %req.method, uri = %req.uri, status = e.status.0, why = %e.why, "request refused");
+                tracing::debug!(method = %req.method, uri = %finch_proto::uri::redact(&req.uri), status = e.status.0, why = %e.why, "request refused");
                 e.into_response()
             }
         }
@@ -58,15 +58,25 @@ impl Conn {
         ) {
             self.check_session_header(req)?;
         }
-        let target = resolve(
-            req,
-            &Context {
-                session: self.session.as_ref(),
-                described: self.described.as_deref(),
-                registry: &self.shared.registry,
-            },
-        )?;
+        let cx = Context {
+            session: self.session.as_ref(),
+            described: self.described.as_deref(),
+            registry: &self.shared.registry,
+        };
+        let target = match resolve(req, &cx) {
+            Ok(t) => t,
+            Err(e) => {
+                // Authenticate, then 404 (CONTRACT.md): who may not know learns nothing.
+                if let Some((action, path)) = unresolved(req, &cx) {
+                    self.authorize(req, action, &path)?;
+                }
+                return Err(e);
+            }
+        };
         tracing::debug!(method = %req.method, action = ?target.action, path = ?target.path, "request");
+        if let Some(path) = &target.path {
+            self.authorize(req, target.action, path)?;
+        }
         match req.method {
             Method::Options => Ok(self.options()),
             Method::Describe => self.describe(req, &target),
@@ -145,11 +155,5 @@ impl Conn {
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| self.local.to_string());
         format!("rtsp://{authority}/{path}/")
-    }
-}
-
-impl From<RtspError> for Response {
-    fn from(e: RtspError) -> Response {
-        e.into_response()
     }
 }

@@ -5,8 +5,8 @@
 //! - `listener`: accepts TCP connections, applies the worker's connection limit and state.
 //! - `conn`: drives one connection over any `AsyncRead + AsyncWrite` (so TLS or HTTP tunnelling
 //!   can carry it): reads requests and `$` frames, writes responses, then a reader's media.
-//! - `resolve`: the one place a request becomes a target (path, track, action); authorization
-//!   belongs there.
+//! - `resolve`: the one place a request becomes a target (path, track, action); `authorize`
+//!   checks the target against `auth` right after.
 //! - `methods` (dispatch and the small methods), `publish` (ANNOUNCE, SETUP mode=record,
 //!   RECORD), `play` (SETUP, PLAY, PAUSE): what each method does.
 //! - `session`: an RTSP session and its state machine; `transport`: Transport negotiation;
@@ -16,6 +16,7 @@
 //! A connection, an RTSP session and a path are three things with three owners: the connection
 //! owns at most one session, the registry owns paths, a stream owns its ring.
 
+mod authorize;
 mod conn;
 mod describe;
 mod error;

@@ -49,7 +49,9 @@ impl Conn {
         let tracks = match self.session.as_ref().map(|s| (&s.path, &s.role)) {
             Some((p, Role::Reader(r))) => {
                 if *p != path {
-                    return Err(fail(Status::AGGREGATE_NOT_ALLOWED, "one session per path"));
+                    // Another path would be a second session: Finch holds one per connection.
+                    return Err(self
+                        .over_limit("max_sessions_per_connection", Status::NOT_ENOUGH_BANDWIDTH));
                 }
                 if matches!(r.state, ReadState::Playing(_)) {
                     return Err(fail(

@@ -2,7 +2,7 @@
 //! media arrives, RECORD makes the path live for readers.
 
 use super::conn::Conn;
-use super::error::{fail, Result};
+use super::error::{fail, Result, RtspError};
 use super::resolve::Target;
 use super::session::{Publishing, Role, Session, TrackTransport};
 use super::transport::{negotiate, pick, Peer};
@@ -52,12 +52,18 @@ impl Conn {
             return Err(fail(Status::BAD_REQUEST, "the SDP has no media"));
         }
         let tracks = sdp.media.len();
+        let limits = self.config.limits.clone();
+        let ip = self.peer.ip();
+        if tracks > limits.max_tracks_per_session {
+            return Err(self.over_limit("max_tracks_per_session", Status::NOT_ENOUGH_BANDWIDTH));
+        }
         let params = self.shared.relay_params();
         if let Some(s) = self.session.as_mut() {
             // The same session announcing again on its own path replaces its description.
             let Role::Publisher(p) = &mut s.role else {
+                self.shared.refused("max_sessions_per_connection", ip);
                 return Err(fail(
-                    Status::METHOD_NOT_VALID_IN_THIS_STATE,
+                    Status::NOT_ENOUGH_BANDWIDTH,
                     "this connection already has a session",
                 ));
             };
@@ -69,12 +75,28 @@ impl Conn {
             }
             p.tracks = vec![None; tracks];
             p.recording = false;
+            p.since = std::time::Instant::now();
             if let Some(r) = s.routes.as_mut() {
                 // Its routes fed the stream just replaced.
                 r.clear();
             }
             tracing::info!(path = %path, session = %s.id, "publisher announced again");
             return Ok(self.ok());
+        }
+        if self.shared.registry.len() >= limits.max_paths {
+            return Err(self.over_limit("max_paths", Status::SERVICE_UNAVAILABLE));
+        }
+        if limits.max_publishers_per_ip > 0 {
+            let mine = self
+                .shared
+                .registry
+                .list()
+                .iter()
+                .filter(|p| p.source.peer.ip() == ip)
+                .count();
+            if mine >= limits.max_publishers_per_ip {
+                return Err(self.over_limit("max_publishers_per_ip", Status::SERVICE_UNAVAILABLE));
+            }
         }
         let id = new_session_id();
         let source = SourceInfo {
@@ -111,11 +133,18 @@ impl Conn {
                 publisher,
                 tracks: vec![None; tracks],
                 recording: false,
+                since: std::time::Instant::now(),
             }),
             routes,
             entry,
         });
         Ok(self.ok())
+    }
+
+    /// A refusal for passing `limit` (its config key), counted.
+    pub(crate) fn over_limit(&self, limit: &'static str, status: Status) -> RtspError {
+        self.shared.refused(limit, self.peer.ip());
+        fail(status, format!("{limit} reached"))
     }
 
     pub(crate) fn setup_publisher(&mut self, req: &Request, target: Target) -> Result<Response> {

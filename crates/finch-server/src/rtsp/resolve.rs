@@ -85,12 +85,59 @@ pub(crate) fn resolve(req: &Request, cx: &Context<'_>) -> Result<Target> {
                 t.track = Some(track);
                 t
             }
-            _ => reader_track(&req.uri, cx)?,
+            _ => {
+                let mut t = reader_track(&req.uri, cx)?;
+                // CONTRACT.md: a SETUP with mode=record publishes, whatever else it names.
+                t.action = setup_action(req);
+                t
+            }
         },
         Method::Play => Target::new(Action::Read, session_path.or(path)),
         Method::Record => Target::new(Action::Publish, session_path.or(path)),
         _ => Target::new(Action::None, session_path.or(path)),
     })
+}
+
+/// A SETUP's action: publish with `mode=record` (RFC 2326 §12.39), else read.
+fn setup_action(req: &Request) -> Action {
+    let record = req.headers.get("Transport").is_some_and(|t| {
+        t.to_ascii_lowercase()
+            .replace('"', "")
+            .contains("mode=record")
+    });
+    if record {
+        Action::Publish
+    } else {
+        Action::Read
+    }
+}
+
+/// What a request would act on if its target existed: authentication comes before a 404, so
+/// a client without credentials learns nothing about which paths exist.
+pub(crate) fn unresolved(req: &Request, cx: &Context<'_>) -> Option<(Action, String)> {
+    let session = cx
+        .session
+        .map(|s| (s.path.clone(), matches!(s.role, Role::Publisher(_))));
+    let path = request_path(&req.uri);
+    match req.method {
+        Method::Describe => Some((Action::Read, path?)),
+        Method::Announce | Method::Record => {
+            Some((Action::Publish, session.map(|s| s.0).or(path)?))
+        }
+        Method::Play => Some((Action::Read, session.map(|s| s.0).or(path)?)),
+        Method::Setup => {
+            if let Some((p, true)) = session {
+                return Some((Action::Publish, p));
+            }
+            let full = path?;
+            let base = match split_last_segment(&full) {
+                Some((base, last)) if track_index(last).is_some() => base.to_owned(),
+                _ => full,
+            };
+            Some((setup_action(req), base))
+        }
+        _ => None,
+    }
 }
 
 /// The path, track and stream a reader's SETUP URL names.

@@ -60,6 +60,8 @@ pub(crate) struct Publishing {
     pub(crate) publisher: Publisher,
     pub(crate) tracks: Vec<Option<TrackTransport>>,
     pub(crate) recording: bool,
+    /// When it announced (RECORD must follow within `rtsp.announce_timeout_secs`).
+    pub(crate) since: std::time::Instant,
 }
 
 /// A reader's session.

@@ -60,6 +60,7 @@ pub struct Udp {
     /// The RTP port, as told to clients (the same on every address).
     pub rtp_port: u16,
     routes: Arc<Routes>,
+    limits: Arc<recv::Limits>,
 }
 
 /// An address as a client would name it: IPv4-mapped IPv6 addresses as plain IPv4.
@@ -88,7 +89,20 @@ impl Udp {
             rtp_port: first.local.port(),
             pairs: out,
             routes: Arc::new(Routes::default()),
+            limits: Arc::new(recv::Limits::default()),
         }))
+    }
+
+    /// Datagrams from publishers longer than this are dropped (`limits.max_interleaved_bytes`).
+    pub fn set_max_packet(&self, max: usize) {
+        self.limits
+            .max_packet
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Where dropped oversized datagrams are counted.
+    pub fn count_oversized_in(&self, counter: prometheus_client::metrics::counter::Counter) {
+        let _ = self.limits.oversized.set(counter);
     }
 
     /// The routing table.
@@ -132,6 +146,7 @@ impl Udp {
                     socket,
                     rtcp,
                     self.routes.clone(),
+                    self.limits.clone(),
                     cancel.clone(),
                 )));
             }

@@ -8,7 +8,9 @@
 use super::routes::{Route, Routes};
 use bytes::Bytes;
 use finch_relay::{Kind, Stream};
-use std::sync::Arc;
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -16,10 +18,29 @@ use tokio_util::sync::CancellationToken;
 /// The largest UDP datagram.
 const MAX_DATAGRAM: usize = 65536;
 
+/// What a publisher's datagram may be.
+#[derive(Debug)]
+pub(super) struct Limits {
+    /// Longer ones are dropped.
+    pub(super) max_packet: AtomicUsize,
+    /// `finch_limit_refusals_total{limit="max_interleaved_bytes"}`, once the metrics exist.
+    pub(super) oversized: OnceLock<Counter>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet: AtomicUsize::new(MAX_DATAGRAM),
+            oversized: OnceLock::new(),
+        }
+    }
+}
+
 pub(super) async fn recv_loop(
     socket: Arc<UdpSocket>,
     rtcp: bool,
     routes: Arc<Routes>,
+    limits: Arc<Limits>,
     cancel: CancellationToken,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -58,6 +79,12 @@ pub(super) async fn recv_loop(
                 activity,
             }) => {
                 activity.touch();
+                if n > limits.max_packet.load(Relaxed) {
+                    if let Some(c) = limits.oversized.get() {
+                        c.inc();
+                    }
+                    continue;
+                }
                 let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
                 let flush = stream.push(track, kind, data, Instant::now());
                 let slot = pending.iter().position(|(s, _)| Arc::ptr_eq(s, &stream));

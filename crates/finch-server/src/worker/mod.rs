@@ -47,6 +47,22 @@ fn tokio_socket<T>(what: &'static str, r: std::io::Result<T>) -> Result<T, NetEr
     r.map_err(|source| NetError::Socket { what, source })
 }
 
+/// Start-up warnings about a config that serves, but perhaps not as meant.
+fn warn_about(config: &Config) {
+    if config.auth.users.is_empty() {
+        tracing::warn!("no [[auth.users]] configured: any client may publish and read any path");
+    }
+    for user in finch_config::auth::basic_only_users(&config.auth) {
+        tracing::warn!(
+            user,
+            "this user's password is stored as sha256: (Basic only): clients that always choose Digest (ffmpeg, VLC) cannot log in as it"
+        );
+    }
+    if !config.admin.token.is_empty() && config.admin.token.len() < 16 {
+        tracing::warn!("admin.token is shorter than 16 characters: easy to guess");
+    }
+}
+
 /// Serves until stopped or FatalError; then closes every session (waiting at most the drain
 /// timeout, as DSS waits 5 s) and returns how it ended.
 pub async fn run(
@@ -71,7 +87,12 @@ pub async fn run(
     // Connections hang off `sessions`; listeners off `accepting`, which stops first on a drain.
     let sessions = CancellationToken::new();
     let accepting = sessions.child_token();
+    let max_packet = config.limits.max_interleaved_bytes;
     let shared = Arc::new(Shared::new(config, udp.clone(), sessions.clone(), link));
+    if let Some(udp) = &udp {
+        udp.set_max_packet(max_packet);
+        udp.count_oversized_in(shared.metrics.limit_counter("max_interleaved_bytes"));
+    }
     // The UDP loops stop with the sessions, or earlier when a drain hands UDP to the next worker.
     let udp_stop = sessions.child_token();
     if let Some(udp) = udp {
@@ -93,6 +114,29 @@ pub async fn run(
             l,
             tracker.clone(),
             accepting.clone(),
+            false,
+        ));
+    }
+    shared.tls.set(
+        crate::tls::load(&shared.config()).map_err(|e| NetError::Socket {
+            what: "RTSPS",
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    );
+    for l in listeners.rtsps {
+        let local = l.local_addr().ok();
+        let l = tokio_socket(
+            "RTSPS",
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l)),
+        )?;
+        tracing::info!(addr = ?local, "RTSPS listening");
+        tracker.spawn(crate::rtsp::listener::accept_loop(
+            shared.clone(),
+            l,
+            tracker.clone(),
+            accepting.clone(),
+            true,
         ));
     }
     if let Some(l) = listeners.admin {
@@ -106,6 +150,7 @@ pub async fn run(
         let app = crate::admin::router(shared.clone());
         let stop_admin = accepting.clone();
         tracker.spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let served = axum::serve(l, app)
                 .with_graceful_shutdown(async move { stop_admin.cancelled().await })
                 .await;
@@ -114,11 +159,7 @@ pub async fn run(
             }
         });
     }
-    if shared.config().paths.0.is_empty() {
-        tracing::warn!(
-            "no authentication and no [paths] configured: any client may publish and read any path"
-        );
-    }
+    warn_about(&shared.config());
     // Handlers are installed here, before Ready: a signal forwarded right after Ready must not
     // meet the default action (which would kill the worker).
     let handlers = tokio_socket("signal handler", signals::install())?;

@@ -48,6 +48,8 @@ struct Supervisor {
     notified_ready: bool,
     /// A SIGHUP that arrived while no worker was ready: delivered at the next Ready.
     pending_hup: bool,
+    /// The Digest nonce secret every worker gets (hex): made once, so nonces outlive workers.
+    auth_secret: String,
 }
 
 pub(crate) async fn supervise(opts: Options) -> i32 {
@@ -88,6 +90,7 @@ pub(crate) async fn supervise(opts: Options) -> i32 {
         next_start: None,
         notified_ready: false,
         pending_hup: false,
+        auth_secret: random_hex_secret(),
     };
     if s.start_worker().is_err() {
         return EXIT_CANNOT_RUN;
@@ -129,6 +132,19 @@ pub(crate) async fn supervise(opts: Options) -> i32 {
     }
 }
 
+/// 32 random bytes as hex.
+fn random_hex_secret() -> String {
+    let mut b = [0u8; 32];
+    if getrandom::fill(&mut b).is_err() {
+        // Nothing a client can cause; a time-derived secret still makes nonces expire.
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -157,6 +173,7 @@ impl Supervisor {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             errors: self.errors.iter().cloned().collect(),
+            auth_secret: self.auth_secret.clone(),
         };
         let spawned = match spawn::spawn(
             &self.opts.exe,
@@ -411,6 +428,8 @@ impl Supervisor {
             || old.rtsp.port != new.rtsp.port
             || old.rtsp.udp != new.rtsp.udp
             || old.rtsp.rtp_port != new.rtsp.rtp_port
+            || old.rtsps.enabled != new.rtsps.enabled
+            || old.rtsps.port != new.rtsps.port
             || old.admin.enabled != new.admin.enabled
             || old.admin.listen != new.admin.listen;
         if !sockets_changed {
@@ -435,6 +454,8 @@ impl Supervisor {
                 kept.rtsp.port = old.rtsp.port;
                 kept.rtsp.udp = old.rtsp.udp;
                 kept.rtsp.rtp_port = old.rtsp.rtp_port;
+                kept.rtsps.enabled = old.rtsps.enabled;
+                kept.rtsps.port = old.rtsps.port;
                 kept.admin.enabled = old.admin.enabled;
                 kept.admin.listen = old.admin.listen.clone();
                 self.config_toml =
