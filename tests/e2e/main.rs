@@ -10,6 +10,7 @@ mod cli;
 mod describe;
 mod harness;
 mod lifecycle;
+mod limits;
 mod logs;
 mod malformed;
 mod net;

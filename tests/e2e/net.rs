@@ -204,3 +204,127 @@ fn max_connections_is_one_limit_for_all_listeners_and_a_reload_changes_it() {
     assert_eq!(options("127.0.0.2", f.rtsp_port), 200);
     assert_eq!(options("127.0.0.1", f.rtsp_port), 503);
 }
+
+/// A self-signed certificate and key for `localhost` and 127.0.0.1, made with openssl.
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+fn rtsps_config(port: u16, cert: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "[rtsps]\nenabled = true\nport = {port}\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+#[test]
+fn rtsps_publishes_and_plays_with_ffmpeg_ffprobe_and_gstreamer() {
+    let dir = temp_dir("rtsps-cert");
+    let (cert, key) = certificate(&dir);
+    let port = free_tcp_port();
+    let f = Finch::start("rtsps", &rtsps_config(port, &cert, &key));
+    let url = |path: &str| format!("rtsps://127.0.0.1:{port}/{path}");
+    // ffmpeg publishes over TLS, RTP interleaved inside it.
+    let _p = Publisher::start(&url("live/tls"), "tcp");
+    f.wait_path_ready("live/tls");
+    let (_, p) = f.api("/api/v1/paths/live/tls");
+    assert_eq!(p["source"]["transport"], "tcp", "{p}");
+    let streams = ffprobe(&url("live/tls"), "tcp");
+    assert!(
+        streams.contains(&"h264:320:240".to_owned()),
+        "{streams:?}\n{}",
+        f.log()
+    );
+    // Plain RTSP serves the same path.
+    assert!(ffprobe(&f.url("live/tls"), "tcp").contains(&"h264:320:240".to_owned()));
+    let gst = Command::new("timeout")
+        .args(["30", "gst-launch-1.0", "-q", "rtspsrc"])
+        .arg(format!("location={}", url("live/tls")))
+        .args([
+            "tls-validation-flags=0",
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+        ])
+        .args(["avdec_h264", "!", "fakesink", "num-buffers=20"])
+        .output()
+        .unwrap();
+    assert!(
+        gst.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gst.stderr)
+    );
+    // Plain RTSP spoken to the TLS port is no handshake: the connection is closed, the server
+    // goes on.
+    let mut plain = Raw::connect(port);
+    plain.send(b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n");
+    assert!(plain.closed_within(Duration::from_secs(15)));
+    assert!(ffprobe(&url("live/tls"), "tcp").contains(&"h264:320:240".to_owned()));
+}
+
+#[test]
+fn an_unreadable_certificate_stops_the_start_and_is_refused_on_reload() {
+    let dir = temp_dir("rtsps-bad");
+    let (cert, key) = certificate(&dir);
+    let port = free_tcp_port();
+    // At start: exit 255 naming the file.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[rtsp]\nport = {}\nudp = false\n[admin]\nenabled = false\n{}",
+            free_tcp_port(),
+            rtsps_config(port, &dir.join("missing.pem"), &key)
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_finch"))
+        .args(["-d", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing.pem"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // On reload: 400, and the running pair keeps serving.
+    let f = Finch::start("rtsps-reload", &rtsps_config(port, &cert, &key));
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(
+        f.config_path(),
+        text.replace(&cert.display().to_string(), &key.display().to_string()),
+    )
+    .unwrap();
+    let (status, body) = http(f.admin_port, "POST", "/api/v1/config/reload", "").unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cert_file"), "{body}");
+    let _p = Publisher::start(&format!("rtsps://127.0.0.1:{port}/live/r"), "tcp");
+    f.wait_path_ready("live/r");
+}

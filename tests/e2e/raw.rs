@@ -36,6 +36,14 @@ impl RawResponse {
 }
 
 impl Raw {
+    /// A connection already made.
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn connect(port: u16) -> Raw {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream

@@ -67,7 +67,15 @@ impl Conn {
                     "this connection already has a session",
                 ));
             };
-            if s.path != path || !p.publisher.reannounce(sdp, params) {
+            if s.path != path {
+                // Another path would be a second session: Finch holds one per connection.
+                self.shared.refused("max_sessions_per_connection", ip);
+                return Err(fail(
+                    Status::NOT_ENOUGH_BANDWIDTH,
+                    "this connection already has a session",
+                ));
+            }
+            if !p.publisher.reannounce(sdp, params) {
                 return Err(fail(
                     Status::METHOD_NOT_VALID_IN_THIS_STATE,
                     "this connection already has a session",
