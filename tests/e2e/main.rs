@@ -4,6 +4,7 @@
 //! One test binary with modules keeps link time low on small machines. Every child process is
 //! killed when its guard drops, and every wait has a deadline.
 
+mod abuse;
 mod admin;
 mod auth;
 mod cli;

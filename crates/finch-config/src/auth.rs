@@ -127,6 +127,12 @@ impl Network {
     }
 }
 
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// Parses a list of networks, failing on the first bad one.
 pub fn parse_networks(list: &[String]) -> Result<Vec<Network>, String> {
     list.iter().map(|s| Network::parse(s)).collect()

@@ -218,6 +218,85 @@ fn is_token(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
+/// A challenge a server sent (`WWW-Authenticate`), as a client reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Challenge {
+    /// `Basic` or `Digest` (as written).
+    pub scheme: String,
+    /// `realm`.
+    pub realm: String,
+    /// `nonce` (Digest).
+    pub nonce: Option<String>,
+    /// `algorithm` (Digest).
+    pub algorithm: Option<String>,
+    /// `qop` (Digest), e.g. `auth` or `auth,auth-int`.
+    pub qop: Option<String>,
+    /// `stale=true` (Digest).
+    pub stale: bool,
+}
+
+/// Reads one `WWW-Authenticate` value.
+pub fn parse_challenge(value: &str) -> Result<Challenge, AuthHeaderError> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("Basic") && !scheme.eq_ignore_ascii_case("Digest") {
+        return Err(AuthHeaderError::Scheme);
+    }
+    let mut c = Challenge {
+        scheme: scheme.to_owned(),
+        ..Challenge::default()
+    };
+    for (name, v) in parse_params(rest)? {
+        match name.to_ascii_lowercase().as_str() {
+            "realm" => c.realm = v,
+            "nonce" => c.nonce = Some(v),
+            "algorithm" => c.algorithm = Some(v),
+            "qop" => c.qop = Some(v),
+            "stale" => c.stale = v.eq_ignore_ascii_case("true"),
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Writes Digest credentials as an `Authorization` value (quoting and escaping as RFC 7616
+/// §3.4 does), so what [`parse_authorization`] reads back is the same.
+pub fn format_authorization(d: &DigestParams) -> String {
+    let q = |s: &str| {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        out
+    };
+    let mut v = format!(
+        "Digest username={}, realm={}, nonce={}, uri={}, response={}",
+        q(&d.username),
+        q(&d.realm),
+        q(&d.nonce),
+        q(&d.uri),
+        q(&d.response)
+    );
+    if let Some(a) = &d.algorithm {
+        v.push_str(&format!(", algorithm={}", q(a)));
+    }
+    if let Some(qop) = &d.qop {
+        v.push_str(&format!(", qop={}", q(qop)));
+    }
+    if let Some(nc) = &d.nc {
+        v.push_str(&format!(", nc={}", q(nc)));
+    }
+    if let Some(c) = &d.cnonce {
+        v.push_str(&format!(", cnonce={}", q(c)));
+    }
+    v
+}
+
 /// A `WWW-Authenticate: Digest` challenge.
 pub fn digest_challenge(
     realm: &str,
@@ -311,6 +390,41 @@ mod tests {
         assert_eq!(
             parse_authorization(&format!("Digest {many}")),
             Err(AuthHeaderError::Params)
+        );
+    }
+
+    #[test]
+    fn a_client_reads_challenges_and_writes_credentials_back() {
+        let c = parse_challenge(&digest_challenge("finch", "n1", "MD5", true, true)).unwrap();
+        assert_eq!(
+            (
+                c.realm.as_str(),
+                c.nonce.as_deref(),
+                c.algorithm.as_deref(),
+                c.qop.as_deref(),
+                c.stale
+            ),
+            ("finch", Some("n1"), Some("MD5"), Some("auth"), true)
+        );
+        assert_eq!(
+            parse_challenge("Basic realm=\"x\"").unwrap().scheme,
+            "Basic"
+        );
+        assert!(parse_challenge("Negotiate abc").is_err());
+        let d = DigestParams {
+            username: "a\"b\\c".into(),
+            realm: "r".into(),
+            nonce: "n".into(),
+            uri: "rtsp://h/a".into(),
+            response: "x".into(),
+            algorithm: Some("MD5".into()),
+            qop: Some("auth".into()),
+            nc: Some("00000001".into()),
+            cnonce: Some("c".into()),
+        };
+        assert_eq!(
+            parse_authorization(&format_authorization(&d)),
+            Ok(Credentials::Digest(d))
         );
     }
 

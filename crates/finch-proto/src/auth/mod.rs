@@ -1,7 +1,8 @@
 //! RTSP authentication as a server does it (RFC 2326 §D.2 borrows HTTP's): Basic (RFC 7617)
 //! and Digest (RFC 2617, RFC 7616), sans-IO.
 //!
-//! - `header`: reading `Authorization`, writing `WWW-Authenticate` challenges.
+//! - `header`: reading `Authorization` and writing challenges (the server's side); reading
+//!   challenges and writing `Authorization` (a client's, for pulling from cameras).
 //! - `digest`: the response a client should have sent, MD5 or SHA-256, with or without qop.
 //! - `nonce`: stateless nonces (an HMAC of their time) and the bounded `nc` replay table.
 //!
@@ -13,5 +14,8 @@ pub mod header;
 pub mod nonce;
 
 pub use digest::{constant_time_eq, Algorithm};
-pub use header::{parse_authorization, AuthHeaderError, Credentials, DigestParams};
+pub use header::{
+    format_authorization, parse_authorization, parse_challenge, AuthHeaderError, Challenge,
+    Credentials, DigestParams,
+};
 pub use nonce::{NonceCheck, NonceCounts, Nonces};
