@@ -318,6 +318,12 @@ fn the_admin_token_guards_everything_but_health_and_metrics() {
         resp.contains("<redacted>") && !resp.contains("s3cret"),
         "{resp}"
     );
+    // Wrong tokens are limited like RTSP logins (fail_limit 10, one wrong one above): then even
+    // the right one is refused from this address for the window.
+    for _ in 0..9 {
+        assert_eq!(get("/api/v1/server", Some("Bearer guess")), 401);
+    }
+    assert_eq!(get("/api/v1/server", Some("Bearer s3cret")), 403);
 }
 
 /// A raw HTTP/1.0 request with the given header lines; the status.

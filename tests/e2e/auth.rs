@@ -140,7 +140,9 @@ fn ffprobe_reads_only_with_a_reader_s_right_credentials_from_its_address() {
 
 #[test]
 fn gstreamer_reads_and_publishes_with_credentials() {
-    let f = Finch::start("auth-gst", USERS);
+    // GStreamer retries refused credentials with each scheme offered: several failures per
+    // attempt, and this test makes many from 127.0.0.1 (the login limit has its own test).
+    let f = Finch::start("auth-gst", &format!("{USERS}\n[auth]\nfail_limit = 1000\n"));
     let _p = published(&f);
     let read = |user: &str, pass: &str| {
         Command::new("timeout")
@@ -164,8 +166,15 @@ fn gstreamer_reads_and_publishes_with_credentials() {
             .output()
             .unwrap()
     };
-    let wrong = read("viewer", "nope");
-    assert!(!wrong.status.success(), "wrong credentials played");
+    for (user, pass, why) in [
+        ("", "", "no credentials"),
+        ("viewer", "nope", "wrong credentials"),
+        ("cam", "campass", "a publisher reading"),
+        ("faraway", "farpass", "the wrong address"),
+    ] {
+        let out = read(user, pass);
+        assert!(!out.status.success(), "{why}: played");
+    }
     let right = read("viewer", "viewpass");
     assert!(
         right.status.success(),
@@ -173,27 +182,41 @@ fn gstreamer_reads_and_publishes_with_credentials() {
         String::from_utf8_lossy(&right.stderr),
         f.log()
     );
-    // rtspclientsink as a publisher.
-    let child = Command::new("timeout")
-        .args(["60", "gst-launch-1.0", "-q", "filesrc"])
-        .arg(format!("location={}", clip().display()))
-        .args([
-            "!",
-            "qtdemux",
-            "!",
-            "queue",
-            "!",
-            "h264parse",
-            "!",
-            "rtspclientsink",
-        ])
-        .arg(format!("location={}", f.url("cams/gst")))
-        .args(["protocols=tcp", "user-id=cam", "user-pw=campass"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _publisher = KillOnDrop(child);
+    // rtspclientsink as a publisher: refused without the right publisher, then publishing.
+    let publish = |user: &str, pass: &str| {
+        Command::new("timeout")
+            .args(["60", "gst-launch-1.0", "-q", "filesrc"])
+            .arg(format!("location={}", clip().display()))
+            .args([
+                "!",
+                "qtdemux",
+                "!",
+                "queue",
+                "!",
+                "h264parse",
+                "!",
+                "rtspclientsink",
+            ])
+            .arg(format!("location={}", f.url("cams/gst")))
+            .args([
+                "protocols=tcp",
+                &format!("user-id={user}"),
+                &format!("user-pw={pass}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for (user, pass) in [("", ""), ("cam", "wrong"), ("viewer", "viewpass")] {
+        let mut refused = KillOnDrop(publish(user, pass));
+        let ended = wait_until(Duration::from_secs(20), || {
+            matches!(refused.0.try_wait(), Ok(Some(_)))
+        });
+        assert!(ended, "{user}: rtspclientsink went on");
+        assert_eq!(f.api("/api/v1/paths/cams/gst").0, 404, "{user} published");
+    }
+    let _publisher = KillOnDrop(publish("cam", "campass"));
     f.wait_path_ready("cams/gst");
 }
 
@@ -211,19 +234,19 @@ impl Drop for KillOnDrop {
 fn retina_reads_with_digest_and_is_refused_with_a_wrong_password() {
     let f = Finch::start("auth-retina", USERS);
     let _p = published(&f);
-    let read = |pass: &str| {
+    let read = |user: &str, pass: &str| {
         let url = url::Url::parse(&f.url("cams/1")).unwrap();
-        let creds = retina::client::Credentials {
-            username: "viewer".into(),
+        let creds = (!user.is_empty()).then(|| retina::client::Credentials {
+            username: user.into(),
             password: pass.into(),
-        };
+        });
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
             .block_on(async move {
                 use retina::client::{PlayOptions, Session, SessionOptions, SetupOptions};
-                let mut s = Session::describe(url, SessionOptions::default().creds(Some(creds)))
+                let mut s = Session::describe(url, SessionOptions::default().creds(creds))
                     .await
                     .map_err(|e| e.to_string())?;
                 s.setup(0, SetupOptions::default())
@@ -246,12 +269,19 @@ fn retina_reads_with_digest_and_is_refused_with_a_wrong_password() {
                 Ok::<_, String>(n)
             })
     };
-    let wrong = read("nope");
-    assert!(
-        wrong.as_ref().is_err_and(|e| e.contains("401")),
-        "{wrong:?}"
-    );
-    assert_eq!(read("viewpass"), Ok(10), "{}", f.log());
+    for (user, pass, status) in [
+        ("", "", "401"),
+        ("viewer", "nope", "401"),
+        ("cam", "campass", "403"),
+        ("faraway", "farpass", "403"),
+    ] {
+        let r = read(user, pass);
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains(status)),
+            "{user}: {r:?}"
+        );
+    }
+    assert_eq!(read("viewer", "viewpass"), Ok(10), "{}", f.log());
 }
 
 #[test]
