@@ -198,3 +198,95 @@ fn a_tcp_reader_that_only_reads_its_media_is_not_timed_out() {
         finch.log()
     );
 }
+
+/// RTP sequence numbers on channel 0 for `dur`, with the arrival time of each.
+fn timed_seqs(raw: &mut Raw, dur: Duration) -> Vec<(Instant, u16)> {
+    let mut out = Vec::new();
+    let end = Instant::now() + dur;
+    while Instant::now() < end {
+        for s in read_rtp_seqs(raw, 0, Duration::from_millis(200)) {
+            out.push((Instant::now(), s));
+        }
+    }
+    out
+}
+
+#[test]
+fn with_a_grace_period_readers_survive_a_publisher_that_dies_and_comes_back() {
+    let finch = Finch::start(
+        "grace",
+        "[paths.\"live/g\"]\npublisher_grace_secs = 10\n[paths.\"**\"]\n",
+    );
+    let mut publisher = Publisher::start(&finch.url("live/g"), "tcp");
+    finch.wait_path_ready("live/g");
+    let mut reader = Raw::connect(finch.rtsp_port);
+    reader.play_tcp(&finch.url("live/g"));
+    let before = read_rtp_seqs(&mut reader, 0, Duration::from_secs(2));
+    assert!(before.len() > 20);
+    // SIGKILL: no TEARDOWN, the connection just goes.
+    publisher.kill();
+    let killed = Instant::now();
+    assert!(wait_until(Duration::from_secs(5), || {
+        finch.api("/api/v1/paths/live/g").1["ready"] == false
+    }));
+    let _back = Publisher::start(&finch.url("live/g"), "tcp");
+    let after = timed_seqs(&mut reader, Duration::from_secs(6));
+    assert!(
+        !after.is_empty(),
+        "the reader got nothing after the publisher came back\n{}",
+        finch.log()
+    );
+    let gap = after[0].0.duration_since(killed);
+    eprintln!("publisher killed and restarted: the same reader's first packet after {gap:?}");
+    // One stream: the numbering goes on from where it stopped, no jump, no going back.
+    let last = *before.last().unwrap();
+    let seqs: Vec<u16> = after.iter().map(|(_, s)| *s).collect();
+    // Packets sent while the reader was reading the tail of `before` may still be in `after`'s
+    // first read; what matters is that the new publisher's packets continue the count.
+    let resumed = seqs
+        .iter()
+        .position(|s| s.wrapping_sub(last) > 0 && s.wrapping_sub(last) < 0x8000)
+        .unwrap();
+    let first_new = seqs[resumed];
+    assert!(
+        first_new.wrapping_sub(last) < 200,
+        "jumped from {last} to {first_new}"
+    );
+    for w in seqs[resumed..].windows(2) {
+        assert_eq!(
+            w[1],
+            w[0].wrapping_add(1),
+            "a gap or a step back in {seqs:?}"
+        );
+    }
+}
+
+#[test]
+fn with_override_a_new_publisher_takes_the_path_and_the_readers_carry_on() {
+    let finch = Finch::start(
+        "override",
+        "[paths.\"live/o\"]\noverride_publisher = true\n[paths.\"**\"]\n",
+    );
+    let _first = Publisher::start(&finch.url("live/o"), "tcp");
+    finch.wait_path_ready("live/o");
+    let (_, p) = finch.api("/api/v1/paths/live/o");
+    let first_peer = p["source"]["peer"].clone();
+    let mut reader = Raw::connect(finch.rtsp_port);
+    reader.play_tcp(&finch.url("live/o"));
+    assert!(read_rtp_seqs(&mut reader, 0, Duration::from_secs(1)).len() > 10);
+    // A rebooted camera, say: a second ffmpeg announces the live path.
+    let _second = Publisher::start(&finch.url("live/o"), "tcp");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (_, p) = finch.api("/api/v1/paths/live/o");
+            p["source"]["peer"] != first_peer && p["ready"] == true
+        }),
+        "{}",
+        finch.log()
+    );
+    let after = read_rtp_seqs(&mut reader, 0, Duration::from_secs(3));
+    assert!(after.len() > 20, "the reader stopped: {after:?}");
+    for w in after.windows(2) {
+        assert!(w[1].wrapping_sub(w[0]) < 100, "a jump in {after:?}");
+    }
+}

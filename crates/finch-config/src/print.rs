@@ -92,15 +92,26 @@ pub fn to_commented_toml(config: &Config) -> String {
     out.push_str(
         "\n# Per-path settings, first match wins: exact names or patterns (`*` within a segment,\n\
          # `**` across segments). With no [paths] table at all, any path accepts a publisher.\n\
-         # source = \"publisher\" (clients push with ANNOUNCE/RECORD) or an upstream rtsp:// URL.\n",
+         # source = \"publisher\" (clients push with ANNOUNCE/RECORD) or a camera's rtsp:// or\n\
+         # rtsps:// URL to pull (one path, not a pattern); source_transport = \"auto\" | \"tcp\" | \"udp\";\n\
+         # source_on_demand (pull only while someone reads), source_on_demand_start_timeout_secs,\n\
+         # source_on_demand_close_after_secs, source_read_timeout_secs (no media: a failure);\n\
+         # publisher_grace_secs (readers wait this long for a source to come back; 0: closed at\n\
+         # once) and override_publisher (a new publisher replaces the live one instead of 455).\n",
     );
+    let defaults = toml::Value::try_from(crate::schema::PathConfig::default()).ok();
     for (pattern, p) in &config.paths.0 {
-        let _ = write!(
-            out,
-            "[paths.{}]\nsource = {}\n",
-            toml::Value::String(pattern.clone()),
-            toml::Value::String(p.source.clone())
-        );
+        let _ = writeln!(out, "[paths.{}]", toml::Value::String(pattern.clone()));
+        let Ok(toml::Value::Table(t)) = toml::Value::try_from(p) else {
+            continue;
+        };
+        for (k, v) in &t {
+            // The source always, the rest only where it differs from the default.
+            let default = defaults.as_ref().and_then(|d| d.get(k));
+            if k == "source" || default != Some(v) {
+                let _ = writeln!(out, "{k} = {v}");
+            }
+        }
     }
     out
 }

@@ -287,15 +287,44 @@ pub struct DebugConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PathConfig {
-    /// `publisher` (clients push with ANNOUNCE/RECORD) or an upstream `rtsp://` URL to pull.
+    /// `publisher` (clients push with ANNOUNCE/RECORD) or a camera's `rtsp://` or `rtsps://`
+    /// URL to pull.
     pub source: String,
+    /// How to pull: `auto` (UDP, falling back to TCP), `tcp` or `udp`.
+    pub source_transport: String,
+    /// Pull only while someone reads.
+    pub source_on_demand: bool,
+    /// How long a DESCRIBE waits for an on-demand camera (then 503).
+    pub source_on_demand_start_timeout_secs: u64,
+    /// How long after the last reader leaves an on-demand pull stops.
+    pub source_on_demand_close_after_secs: u64,
+    /// A camera that sends no media for this long has failed.
+    pub source_read_timeout_secs: u64,
+    /// While the source is away, its readers stay this long for it to come back.
+    pub publisher_grace_secs: u64,
+    /// A new authorised publisher replaces the live one instead of getting 455.
+    pub override_publisher: bool,
 }
 
 impl Default for PathConfig {
     fn default() -> Self {
         PathConfig {
             source: "publisher".to_owned(),
+            source_transport: "auto".to_owned(),
+            source_on_demand: false,
+            source_on_demand_start_timeout_secs: 10,
+            source_on_demand_close_after_secs: 10,
+            source_read_timeout_secs: 10,
+            publisher_grace_secs: 0,
+            override_publisher: false,
         }
+    }
+}
+
+impl PathConfig {
+    /// Whether the path is pulled from a camera.
+    pub fn is_pulled(&self) -> bool {
+        self.source.starts_with("rtsp://") || self.source.starts_with("rtsps://")
     }
 }
 
@@ -573,10 +602,51 @@ impl Config {
                     "a path pattern has no leading slash and is not empty",
                 );
             }
-            if p.source != "publisher" && !p.source.starts_with("rtsp://") {
+            if p.source != "publisher" && !p.is_pulled() {
                 return bad(
                     &["paths", pattern, "source"],
-                    "must be \"publisher\" or an rtsp:// URL",
+                    "must be \"publisher\" or an rtsp:// or rtsps:// URL",
+                );
+            }
+            if p.is_pulled() {
+                if pattern.contains('*') {
+                    return bad(
+                        &["paths", pattern, "source"],
+                        "a pulled path is one path, not a pattern",
+                    );
+                }
+                let rest = p.source.split_once("://").map_or("", |(_, r)| r);
+                let authority = rest.split('/').next().unwrap_or_default();
+                let host = authority.rsplit('@').next().unwrap_or_default();
+                if host.is_empty() {
+                    return bad(&["paths", pattern, "source"], "the URL has no host");
+                }
+            }
+            if !["auto", "tcp", "udp"].contains(&p.source_transport.as_str()) {
+                return bad(
+                    &["paths", pattern, "source_transport"],
+                    "must be auto, tcp or udp",
+                );
+            }
+            for (key, v) in [
+                (
+                    "source_on_demand_start_timeout_secs",
+                    p.source_on_demand_start_timeout_secs,
+                ),
+                (
+                    "source_on_demand_close_after_secs",
+                    p.source_on_demand_close_after_secs,
+                ),
+                ("source_read_timeout_secs", p.source_read_timeout_secs),
+            ] {
+                if !(1..=3600).contains(&v) {
+                    return bad(&["paths", pattern, key], "must be between 1 and 3600");
+                }
+            }
+            if p.publisher_grace_secs > 3600 {
+                return bad(
+                    &["paths", pattern, "publisher_grace_secs"],
+                    "must be at most 3600",
                 );
             }
         }
@@ -609,6 +679,7 @@ mod tests {
                 "live/cam1".into(),
                 PathConfig {
                     source: "rtsp://cam/1".into(),
+                    ..PathConfig::default()
                 },
             ),
             ("live/*".into(), PathConfig::default()),

@@ -15,6 +15,7 @@
 //! reader; memory is bounded per stream, whatever readers do; a handle dropped (a task ended or
 //! panicked) gives back what it held.
 
+mod continuity;
 mod counters;
 mod packet;
 mod params;
@@ -26,11 +27,11 @@ mod stream;
 
 pub use counters::{ReaderStats, Totals};
 pub use packet::{Kind, Packet, PACKET_OVERHEAD};
-pub use path::{PathEntry, PathState, SourceInfo, SourceKind};
+pub use path::{Evict, PathEntry, PathState, Policy, SourceInfo, SourceKind};
 pub use reader::{Ended, Reader, ReaderInfo, Start};
 pub use registry::{AnnounceError, Publisher, Registry};
 pub use ring::Budget;
-pub use stream::{JoinError, RelayParams, Stream, TrackInfo};
+pub use stream::{Feed, Incompatible, JoinError, RelayParams, Stream, TrackInfo};
 
 #[cfg(test)]
 mod tests;

@@ -2,17 +2,17 @@
 //!
 //! A source takes a path with [`Registry::announce`] and gets a [`Publisher`] handle: the only
 //! way to feed, go live on, or give up that path. Dropping the handle gives the path up (closing
-//! its stream, which ends its readers), so a source's owner that ends in any way, a panic
-//! included, can never leave a path taken.
+//! its stream, which ends its readers, or leaves it away for its grace period), so a source's
+//! owner that ends in any way, a panic included, can never leave a path taken.
 //!
 //! A second source on a taken path is refused ([`AnnounceError::Busy`]; RTSP answers 455, see
 //! ARCHITECTURE.md).
 
 use crate::counters::Totals;
 use crate::packet::Kind;
-use crate::path::{PathEntry, PathState, SourceInfo};
+use crate::path::{Evict, PathEntry, PathState, Policy, SourceInfo};
 use crate::ring::Budget;
-use crate::stream::{RelayParams, Stream};
+use crate::stream::{Feed, RelayParams, Stream};
 use bytes::Bytes;
 use finch_proto::sdp::Sdp;
 use std::collections::HashMap;
@@ -78,35 +78,79 @@ impl Registry {
         t
     }
 
-    /// Takes `name` for a source and creates its stream.
+    /// Takes `name` for a source. A path whose source is away (its grace running) is continued
+    /// by a source with compatible tracks; a live one is taken over if `policy.takeover`, the
+    /// old source being evicted; else it is refused.
     pub fn announce(
         self: &Arc<Self>,
         name: &str,
         source: SourceInfo,
         sdp: Sdp,
         params: RelayParams,
+        policy: Policy,
     ) -> Result<Publisher, AnnounceError> {
         let mut paths = self.lock();
-        if paths.contains_key(name) {
-            return Err(AnnounceError::Busy(name.to_owned()));
-        }
-        let stream = Arc::new(Stream::with_budget(sdp, params, Some(self.budget.clone())));
         let id = source.id.clone();
-        paths.insert(
-            name.to_owned(),
-            PathEntry {
-                name: name.to_owned(),
-                source,
-                stream: stream.clone(),
-                state: PathState::Announced,
-                since: SystemTime::now(),
-            },
-        );
+        let mut evicted = None;
+        let mut retired = None;
+        let mut feed = None;
+        if let Some(p) = paths.get_mut(name) {
+            let away = matches!(p.state, PathState::Away { .. });
+            let takeover = policy.takeover && p.source.id != id;
+            if !(away || takeover) {
+                return Err(AnnounceError::Busy(name.to_owned()));
+            }
+            if !away {
+                evicted = Some(p.source.evict.clone());
+            }
+            match p.stream.new_source(&sdp) {
+                Ok(f) => {
+                    tracing::info!(path = name, "a new source continues the stream");
+                    p.source = source.clone();
+                    p.state = PathState::Announced;
+                    p.policy = policy;
+                    feed = Some(f);
+                }
+                Err(_) => {
+                    tracing::info!(
+                        path = name,
+                        "the new source's tracks differ: its readers are closed"
+                    );
+                    retired = paths.remove(name);
+                }
+            }
+        }
+        let feed = match feed {
+            Some(f) => f,
+            None => {
+                let stream = Arc::new(Stream::with_budget(sdp, params, Some(self.budget.clone())));
+                let f = stream.feed();
+                paths.insert(
+                    name.to_owned(),
+                    PathEntry {
+                        name: name.to_owned(),
+                        source,
+                        stream,
+                        state: PathState::Announced,
+                        since: SystemTime::now(),
+                        policy,
+                    },
+                );
+                f
+            }
+        };
+        drop(paths);
+        if let Some(old) = retired {
+            self.retire(&old.stream);
+        }
+        if let Some(Evict(Some(evict))) = evicted {
+            evict();
+        }
         Ok(Publisher {
             registry: self.clone(),
             name: name.to_owned(),
             id,
-            stream,
+            feed,
         })
     }
 
@@ -121,16 +165,47 @@ impl Registry {
         }
     }
 
-    /// Gives a path up, if `id` holds it: the path goes and its readers end.
-    fn unpublish(&self, name: &str, id: &str) {
+    /// The source `id` left: with a grace period the path is away and its readers wait; else
+    /// the path goes and its readers end.
+    fn release(&self, name: &str, id: &str, now: Instant) {
         let mut paths = self.lock();
-        if paths.get(name).is_some_and(|p| p.source.id == id) {
+        let Some(p) = paths.get_mut(name).filter(|p| p.source.id == id) else {
+            return;
+        };
+        if !p.policy.grace.is_zero() && !p.stream.is_closed() {
+            p.stream.flush();
+            p.state = PathState::Away {
+                until: now + p.policy.grace,
+            };
+            tracing::info!(
+                path = name,
+                grace_secs = p.policy.grace.as_secs(),
+                "source left; its readers wait for it"
+            );
+            return;
+        }
+        if let Some(p) = paths.remove(name) {
+            self.retire(&p.stream);
+            drop(paths);
+            tracing::info!(path = name, "source left, path closed");
+        }
+    }
+
+    /// Closes the paths whose grace has run out; their names.
+    pub fn expire(&self, now: Instant) -> Vec<String> {
+        let mut paths = self.lock();
+        let gone: Vec<String> = paths
+            .values()
+            .filter(|p| matches!(p.state, PathState::Away { until } if until <= now))
+            .map(|p| p.name.clone())
+            .collect();
+        for name in &gone {
             if let Some(p) = paths.remove(name) {
                 self.retire(&p.stream);
-                drop(paths);
-                tracing::info!(path = name, "source left, path closed");
+                tracing::info!(path = %name, "no source came back within the grace; path closed");
             }
         }
+        gone
     }
 
     /// The stream of a live path.
@@ -178,7 +253,7 @@ pub struct Publisher {
     registry: Arc<Registry>,
     name: String,
     id: String,
-    stream: Arc<Stream>,
+    feed: Feed,
 }
 
 impl Publisher {
@@ -189,17 +264,22 @@ impl Publisher {
 
     /// The path's stream.
     pub fn stream(&self) -> &Arc<Stream> {
-        &self.stream
+        self.feed.stream()
+    }
+
+    /// This source's right to push (for a receive loop that needs its own).
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
     }
 
     /// Relays one packet (see [`Stream::push`]): when to flush if nothing else comes.
     pub fn push(&self, track: usize, kind: Kind, data: Bytes, at: Instant) -> Option<Instant> {
-        self.stream.push(track, kind, data, at)
+        self.feed.push(track, kind, data, at)
     }
 
     /// Wakes readers for what is pending (see [`Stream::flush`]).
     pub fn flush(&self) {
-        self.stream.flush();
+        self.feed.flush();
     }
 
     /// Media is flowing: readers may find the path. False if the path is no longer this
@@ -234,7 +314,7 @@ impl Publisher {
             self.registry.retire(&old);
         }
         if replaced {
-            self.stream = stream;
+            self.feed = stream.feed();
         }
         replaced
     }
@@ -242,6 +322,6 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.registry.unpublish(&self.name, &self.id);
+        self.registry.release(&self.name, &self.id, Instant::now());
     }
 }

@@ -188,6 +188,13 @@ impl Ring {
         }
     }
 
+    /// The current GOP is no cache any more (its source has gone): new readers wait for the
+    /// next keyframe.
+    pub(crate) fn drop_gop(&mut self) {
+        self.gop = None;
+        self.last_key = None;
+    }
+
     /// Drops every packet (the stream has ended); positions keep counting.
     pub(crate) fn clear(&mut self) {
         self.base = self.head();

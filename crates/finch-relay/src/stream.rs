@@ -11,6 +11,7 @@
 //! keyframe; it never starts on a P-frame. What a reader does when it falls behind is in
 //! `reader.rs`.
 
+use crate::continuity::Continuity;
 use crate::counters::{Counters, ReaderStats, Totals};
 use crate::packet::{Kind, Packet};
 use crate::params::ParameterSets;
@@ -130,7 +131,43 @@ pub(crate) struct State {
     key_ts: Option<u32>,
     params: Option<ParameterSets>,
     next_reader: u64,
+    /// One RTP stream across sources.
+    continuity: Continuity,
+    /// Which source may push: a source that was replaced is ignored from then on.
+    epoch: u64,
+    /// A new source's packets are dropped until its first keyframe, so readers resume on a
+    /// whole picture.
+    await_key: bool,
 }
+
+/// A source's right to push into a stream: it stops working once another source takes over.
+#[derive(Clone)]
+pub struct Feed {
+    stream: Arc<Stream>,
+    epoch: u64,
+}
+
+impl Feed {
+    /// Relays one packet (see [`Stream::push`]), unless another source has taken over.
+    pub fn push(&self, track: usize, kind: Kind, data: Bytes, at: Instant) -> Option<Instant> {
+        self.stream.push_from(self.epoch, track, kind, data, at)
+    }
+
+    /// Wakes readers for what is pending.
+    pub fn flush(&self) {
+        self.stream.flush();
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+}
+
+/// Why a source cannot continue a stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the new source's tracks or codecs differ from the stream's")]
+pub struct Incompatible;
 
 /// Where a reader begins, for RTP-Info and pacing.
 pub(crate) struct Joined {
@@ -180,6 +217,9 @@ impl Stream {
             key_ts: None,
             params: video.map(|(_, c)| ParameterSets::new(c)),
             next_reader: 0,
+            continuity: Continuity::new(&tracks.iter().map(|t| t.clock_rate).collect::<Vec<_>>()),
+            epoch: 0,
+            await_key: false,
         };
         Stream {
             sdp,
@@ -220,13 +260,26 @@ impl Stream {
     /// [`flush`](Self::flush) if no further packet comes first: a source's last packets must
     /// not wait for its next ones.
     pub fn push(&self, track: usize, kind: Kind, data: Bytes, at: Instant) -> Option<Instant> {
+        let epoch = self.lock().epoch;
+        self.push_from(epoch, track, kind, data, at)
+    }
+
+    fn push_from(
+        &self,
+        epoch: u64,
+        track: usize,
+        kind: Kind,
+        data: Bytes,
+        at: Instant,
+    ) -> Option<Instant> {
         if track >= self.tracks.len() {
             return None;
         }
         let len = data.len() as u64;
         let mut st = self.lock();
-        if st.closed {
-            // Late packets for an ended stream (a route not yet removed): nobody to send to.
+        if st.closed || st.epoch != epoch {
+            // Late packets for an ended stream (a route not yet removed), or from a source
+            // another has replaced: nobody to send them to.
             return None;
         }
         use std::sync::atomic::Ordering::Relaxed;
@@ -236,9 +289,13 @@ impl Stream {
         let mut frame_end = true;
         let mut rtp = None;
         let mut sender_report = false;
+        let mut data = data;
         match kind {
             Kind::Rtcp => match finch_proto::rtcp::packet_types(&data) {
-                Ok(types) => sender_report = types.contains(&finch_proto::rtcp::SENDER_REPORT),
+                Ok(types) => {
+                    sender_report = types.contains(&finch_proto::rtcp::SENDER_REPORT);
+                    data = st.continuity.rtcp(track, data);
+                }
                 // Not RTCP: not worth a reader's bandwidth.
                 Err(_) => return None,
             },
@@ -246,8 +303,6 @@ impl Stream {
                 let Ok(h) = RtpHeader::parse(&data) else {
                     return None;
                 };
-                rtp = Some((h.sequence, h.timestamp));
-                st.last[track] = rtp;
                 match self.video {
                     Some((vt, codec)) if vt == track => {
                         let payload = data.get(h.payload.clone()).unwrap_or_default();
@@ -264,6 +319,18 @@ impl Stream {
                     // Without video every packet is a fine place to start or resume.
                     None => key = true,
                 }
+                if st.await_key {
+                    // A new source: nothing before its first keyframe (its first packets on
+                    // other tracks would start readers' clocks ahead of their picture).
+                    if !key || self.video.is_some_and(|(vt, _)| vt != track) {
+                        return None;
+                    }
+                    st.await_key = false;
+                }
+                let (out, numbering) = st.continuity.rtp(track, data, at);
+                data = out;
+                rtp = Some(numbering);
+                st.last[track] = rtp;
             }
         }
         let packet = Packet {
@@ -293,6 +360,51 @@ impl Stream {
         st.pending_since = None;
         drop(st);
         self.wake.send_replace(());
+    }
+
+    /// A feed for the stream's current source.
+    pub fn feed(self: &Arc<Self>) -> Feed {
+        Feed {
+            stream: self.clone(),
+            epoch: self.lock().epoch,
+        }
+    }
+
+    /// Whether a source announcing `sdp` can continue this stream: the same tracks with the
+    /// same codecs and clock rates.
+    pub fn compatible(&self, sdp: &Sdp) -> bool {
+        let other = Stream::new(sdp.clone(), self.params);
+        other.tracks.len() == self.tracks.len()
+            && other
+                .tracks
+                .iter()
+                .zip(&self.tracks)
+                .all(|(a, b)| a.codec == b.codec && a.clock_rate == b.clock_rate)
+    }
+
+    /// A new source continues the stream (a camera back, a publisher taking over): the old one
+    /// can push no more, readers see one RTP stream and resume at the new source's first
+    /// keyframe. Returns the new source's feed.
+    pub fn new_source(self: &Arc<Self>, sdp: &Sdp) -> Result<Feed, Incompatible> {
+        if !self.compatible(sdp) {
+            return Err(Incompatible);
+        }
+        let mut st = self.lock();
+        if st.unpublished > 0 {
+            self.publish(st);
+            st = self.lock();
+        }
+        st.epoch += 1;
+        st.continuity.new_source();
+        st.await_key = self.video.is_some();
+        st.key_ts = None;
+        st.ring.drop_gop();
+        let epoch = st.epoch;
+        drop(st);
+        Ok(Feed {
+            stream: self.clone(),
+            epoch,
+        })
     }
 
     /// Wakes readers for whatever has been pushed and not yet published.

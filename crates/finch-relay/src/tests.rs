@@ -286,12 +286,26 @@ fn one_source_per_path_and_a_dropped_handle_frees_it_even_in_a_panic() {
         id: id.into(),
         peer: "127.0.0.1:1".parse().unwrap(),
         transport: None,
+        evict: Evict::default(),
     };
     let first = r
-        .announce("a", source("s1"), sdp.clone(), params(16))
+        .announce(
+            "a",
+            source("s1"),
+            sdp.clone(),
+            params(16),
+            Policy::default(),
+        )
         .unwrap();
     assert_eq!(
-        r.announce("a", source("s2"), sdp.clone(), params(16)).err(),
+        r.announce(
+            "a",
+            source("s2"),
+            sdp.clone(),
+            params(16),
+            Policy::default()
+        )
+        .err(),
         Some(AnnounceError::Busy("a".into()))
     );
     assert!(r.live_stream("a").is_none(), "not live before RECORD");
@@ -308,7 +322,8 @@ fn one_source_per_path_and_a_dropped_handle_frees_it_even_in_a_panic() {
     assert!(r.get("a").is_none(), "the path was given up");
     assert!(stream.is_closed());
     assert_eq!(stream.reader_count(), 0, "the reader left");
-    r.announce("a", source("s2"), sdp, params(16)).unwrap();
+    r.announce("a", source("s2"), sdp, params(16), Policy::default())
+        .unwrap();
 }
 
 #[test]
@@ -327,4 +342,123 @@ fn the_readers_limit_holds_and_leaving_makes_room() {
     assert_eq!(s.reader_count(), 1);
     assert_eq!(s.totals().bytes_out, 300, "a reader's counts outlive it");
     join(&s, Start::Cache);
+}
+
+fn src(id: &str, evict: Evict) -> SourceInfo {
+    SourceInfo {
+        kind: SourceKind::Publisher,
+        id: id.into(),
+        peer: "127.0.0.1:1".parse().unwrap(),
+        transport: None,
+        evict,
+    }
+}
+
+#[test]
+fn a_source_back_within_its_grace_continues_the_stream_for_the_same_readers() {
+    let r = Registry::new();
+    let sdp = Sdp::parse(SDP).unwrap();
+    let grace = Policy {
+        grace: std::time::Duration::from_secs(10),
+        takeover: false,
+    };
+    let first = r
+        .announce(
+            "a",
+            src("s1", Evict::default()),
+            sdp.clone(),
+            params(64),
+            grace,
+        )
+        .unwrap();
+    first.go_live();
+    let stream = first.stream().clone();
+    let mut reader = stream.join(info(), &[0, 1], Start::Cache).unwrap();
+    first.push(0, Kind::Rtp, video(500, 9000, &[0x65]), Instant::now());
+    first.push(0, Kind::Rtp, video(501, 12000, &[0x41]), Instant::now());
+    assert_eq!(seqs(&mut reader), vec![500, 501]);
+    drop(first);
+    assert!(matches!(r.get("a").unwrap().state, PathState::Away { .. }));
+    assert!(!stream.is_closed(), "the readers wait");
+    assert!(
+        r.live_stream("a").is_none(),
+        "nobody new finds it meanwhile"
+    );
+    // The encoder comes back with new numbering; first a P-frame, then a keyframe.
+    let second = r
+        .announce(
+            "a",
+            src("s2", Evict::default()),
+            sdp.clone(),
+            params(64),
+            grace,
+        )
+        .unwrap();
+    assert!(Arc::ptr_eq(second.stream(), &stream));
+    second.go_live();
+    second.push(0, Kind::Rtp, video(7, 100, &[0x41]), Instant::now());
+    second.push(0, Kind::Rtp, video(8, 200, &[0x65]), Instant::now());
+    second.push(0, Kind::Rtp, video(9, 300, &[0x41]), Instant::now());
+    assert_eq!(
+        seqs(&mut reader),
+        vec![502, 503],
+        "from its keyframe on, numbered on"
+    );
+    // Gone for good: the grace runs out and the readers end.
+    drop(second);
+    assert!(r.expire(Instant::now()).is_empty());
+    assert_eq!(
+        r.expire(Instant::now() + std::time::Duration::from_secs(11)),
+        vec!["a"]
+    );
+    assert!(stream.is_closed());
+}
+
+#[test]
+fn a_takeover_evicts_the_old_source_and_a_different_stream_closes_the_readers() {
+    let r = Registry::new();
+    let sdp = Sdp::parse(SDP).unwrap();
+    let evicted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = evicted.clone();
+    let evict = Evict(Some(Arc::new(move || {
+        flag.store(true, std::sync::atomic::Ordering::Relaxed)
+    })));
+    let takeover = Policy {
+        grace: std::time::Duration::ZERO,
+        takeover: true,
+    };
+    let old = r
+        .announce("a", src("old", evict), sdp.clone(), params(64), takeover)
+        .unwrap();
+    old.go_live();
+    let stream = old.stream().clone();
+    let new = r
+        .announce(
+            "a",
+            src("new", Evict::default()),
+            sdp.clone(),
+            params(64),
+            takeover,
+        )
+        .unwrap();
+    assert!(evicted.load(std::sync::atomic::Ordering::Relaxed));
+    // The old one can push no more; its leaving does not take the path.
+    let mut reader = stream.join(info(), &[0], Start::Cache).unwrap();
+    old.push(0, Kind::Rtp, video(1, 0, &[0x65]), Instant::now());
+    drop(old);
+    assert!(r.get("a").is_some());
+    new.push(0, Kind::Rtp, video(40, 0, &[0x65]), Instant::now());
+    assert_eq!(seqs(&mut reader), vec![40]);
+    // Another publisher with other tracks: the stream cannot go on, its readers end.
+    let audio_only = Sdp::parse(b"v=0\r\nm=audio 0 RTP/AVP 0\r\n").unwrap();
+    let _third = r
+        .announce(
+            "a",
+            src("third", Evict::default()),
+            audio_only,
+            params(64),
+            takeover,
+        )
+        .unwrap();
+    assert!(stream.is_closed());
 }

@@ -11,7 +11,8 @@ use crate::sessions::{new_session_id, SessionInfo};
 use crate::udp::{Route, RouteSet};
 use finch_proto::rtsp::{Request, Response, Status};
 use finch_proto::sdp::Sdp;
-use finch_relay::{SourceInfo, SourceKind};
+use finch_relay::{Evict, Policy, SourceInfo, SourceKind};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 impl Conn {
@@ -20,7 +21,7 @@ impl Conn {
             .path
             .clone()
             .ok_or_else(|| fail(Status::BAD_REQUEST, "ANNOUNCE needs a path"))?;
-        match self.config.paths.find(&path) {
+        let path_config = match self.config.paths.find(&path) {
             None => {
                 return Err(fail(
                     Status::NOT_FOUND,
@@ -30,11 +31,14 @@ impl Conn {
             Some(p) if p.source != "publisher" => {
                 return Err(fail(
                     Status::FORBIDDEN,
-                    format!("{path} is pulled from {}", p.source),
+                    format!(
+                        "{path} is pulled from {}",
+                        finch_proto::uri::redact(&p.source)
+                    ),
                 ));
             }
-            Some(_) => {}
-        }
+            Some(p) => p,
+        };
         if let Some(ct) = req.headers.get("Content-Type") {
             if !ct
                 .trim()
@@ -107,16 +111,23 @@ impl Conn {
             }
         }
         let id = new_session_id();
+        // Another publisher taking this path over closes this connection.
+        let kick = self.cancel.clone();
         let source = SourceInfo {
             kind: SourceKind::Publisher,
             id: id.clone(),
             peer: self.peer,
             transport: None,
+            evict: Evict(Some(Arc::new(move || kick.cancel()))),
+        };
+        let policy = Policy {
+            grace: std::time::Duration::from_secs(path_config.publisher_grace_secs),
+            takeover: path_config.override_publisher,
         };
         let publisher = self
             .shared
             .registry
-            .announce(&path, source, sdp, params)
+            .announce(&path, source, sdp, params, policy)
             .map_err(|e| fail(Status::METHOD_NOT_VALID_IN_THIS_STATE, e.to_string()))?;
         tracing::info!(path = %path, session = %id, peer = %self.peer, "publisher announced");
         let entry = self.shared.sessions.insert(SessionInfo {
@@ -180,7 +191,7 @@ impl Conn {
         {
             for (is_rtcp, addr) in [(false, rtp), (true, rtcp)] {
                 let route = Route::Publish {
-                    stream: p.publisher.stream().clone(),
+                    feed: p.publisher.feed(),
                     track,
                     activity: session.activity.clone(),
                 };

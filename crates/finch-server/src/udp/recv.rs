@@ -7,7 +7,7 @@
 
 use super::routes::{Route, Routes};
 use bytes::Bytes;
-use finch_relay::{Kind, Stream};
+use finch_relay::{Feed, Kind};
 use prometheus_client::metrics::counter::Counter;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -46,7 +46,7 @@ pub(super) async fn recv_loop(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let kind = if rtcp { Kind::Rtcp } else { Kind::Rtp };
     // Streams with packets waiting for a frame end, and when to flush them if none comes.
-    let mut pending: Vec<(Arc<Stream>, Instant)> = Vec::new();
+    let mut pending: Vec<(Feed, Instant)> = Vec::new();
     loop {
         let next_flush = pending.iter().map(|(_, at)| *at).min();
         let (n, from) = tokio::select! {
@@ -74,7 +74,7 @@ pub(super) async fn recv_loop(
         let from = super::canonical(from);
         match routes.lookup(&(rtcp, from)) {
             Some(Route::Publish {
-                stream,
+                feed,
                 track,
                 activity,
             }) => {
@@ -86,10 +86,12 @@ pub(super) async fn recv_loop(
                     continue;
                 }
                 let data = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                let flush = stream.push(track, kind, data, Instant::now());
-                let slot = pending.iter().position(|(s, _)| Arc::ptr_eq(s, &stream));
+                let flush = feed.push(track, kind, data, Instant::now());
+                let slot = pending
+                    .iter()
+                    .position(|(f, _)| Arc::ptr_eq(f.stream(), feed.stream()));
                 match (flush, slot) {
-                    (Some(at), None) => pending.push((stream, at)),
+                    (Some(at), None) => pending.push((feed, at)),
                     (None, Some(i)) => {
                         pending.swap_remove(i);
                     }

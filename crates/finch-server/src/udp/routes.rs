@@ -8,7 +8,7 @@
 //! its [`RouteSet`], which removes them when dropped, however the session ends.
 
 use crate::activity::Activity;
-use finch_relay::Stream;
+use finch_relay::Feed;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -18,8 +18,8 @@ use std::sync::{Arc, RwLock};
 pub enum Route {
     /// A publisher's media for a track.
     Publish {
-        /// The stream.
-        stream: Arc<Stream>,
+        /// The publisher's right to push into its stream.
+        feed: Feed,
         /// The track.
         track: usize,
         /// The publisher's session.

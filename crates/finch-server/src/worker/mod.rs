@@ -180,6 +180,8 @@ pub async fn run(
             _ = state.changed() => {}
             _ = tick.tick() => {
                 heartbeat::beat(&shared).await;
+                // Paths whose source did not come back within its grace close now.
+                shared.registry.expire(std::time::Instant::now());
                 ticks += 1;
                 stats::print(&shared, &mut status, ticks);
             }

@@ -1,0 +1,217 @@
+//! One RTP stream across sources: when a source comes back (a camera reconnects, an encoder
+//! re-publishes) or another takes over, its readers go on seeing the same stream. Per track, the
+//! new source's packets get the first source's SSRC and payload type, sequence numbers that go
+//! on from the last one sent, and timestamps that go on from the last one plus the wall-clock
+//! time away, at the track's clock rate; its RTCP sender reports are rewritten the same way.
+//!
+//! The first source's packets pass untouched (no copy). A rewritten packet is copied once, on
+//! the way in (its header changes), never per reader.
+
+use bytes::{Bytes, BytesMut};
+use std::time::Instant;
+
+/// What readers have been sent of one track.
+#[derive(Debug, Clone)]
+struct Track {
+    clock_rate: u32,
+    /// The SSRC and payload type readers know.
+    ssrc: Option<u32>,
+    pt: Option<u8>,
+    /// The last (seq, rtptime, arrival) sent, in readers' numbering.
+    last: Option<(u16, u32, Instant)>,
+    /// out = in + delta (wrapping), for the current source.
+    seq_delta: u16,
+    ts_delta: u32,
+    /// The current source's SSRC, and whether its first packet has set the deltas yet.
+    source_ssrc: Option<u32>,
+    pending: bool,
+}
+
+/// The mapping for every track of a stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Continuity {
+    tracks: Vec<Track>,
+    /// Whether anything must be rewritten (a second source has come).
+    active: bool,
+}
+
+impl Continuity {
+    /// For tracks with these clock rates (0: unknown, treated as 90 kHz).
+    pub(crate) fn new(clock_rates: &[u32]) -> Continuity {
+        Continuity {
+            tracks: clock_rates
+                .iter()
+                .map(|&c| Track {
+                    clock_rate: if c == 0 { 90_000 } else { c },
+                    ssrc: None,
+                    pt: None,
+                    last: None,
+                    seq_delta: 0,
+                    ts_delta: 0,
+                    source_ssrc: None,
+                    pending: false,
+                })
+                .collect(),
+            active: false,
+        }
+    }
+
+    /// A new source starts feeding the stream: its first packet on each track sets the mapping.
+    pub(crate) fn new_source(&mut self) {
+        self.active = true;
+        for t in &mut self.tracks {
+            t.pending = true;
+        }
+    }
+
+    /// An RTP packet from the current source, in readers' numbering: the same bytes when nothing
+    /// changes, else a rewritten copy. Returns it with its (seq, rtptime) as readers see them.
+    pub(crate) fn rtp(&mut self, track: usize, data: Bytes, at: Instant) -> (Bytes, (u16, u32)) {
+        let Some(t) = self.tracks.get_mut(track) else {
+            return (data, (0, 0));
+        };
+        let (Some(seq), Some(ts), Some(ssrc), Some(pt)) = (
+            be16(&data, 2),
+            be32(&data, 4),
+            be32(&data, 8),
+            data.get(1).map(|b| b & 0x7f),
+        ) else {
+            return (data, (0, 0));
+        };
+        if t.ssrc.is_none() {
+            t.ssrc = Some(ssrc);
+            t.pt = Some(pt);
+        }
+        if t.pending {
+            t.pending = false;
+            t.source_ssrc = Some(ssrc);
+            match t.last {
+                Some((last_seq, last_ts, last_at)) => {
+                    let away = at.saturating_duration_since(last_at);
+                    let ticks = (away.as_secs_f64() * f64::from(t.clock_rate)) as u64;
+                    t.seq_delta = last_seq.wrapping_add(1).wrapping_sub(seq);
+                    t.ts_delta = last_ts
+                        .wrapping_add(ticks as u32)
+                        .wrapping_add(1)
+                        .wrapping_sub(ts);
+                }
+                None => {
+                    t.seq_delta = 0;
+                    t.ts_delta = 0;
+                }
+            }
+        }
+        let out_seq = seq.wrapping_add(t.seq_delta);
+        let out_ts = ts.wrapping_add(t.ts_delta);
+        t.last = Some((out_seq, out_ts, at));
+        let same = !self.active
+            || (t.seq_delta == 0 && t.ts_delta == 0 && Some(ssrc) == t.ssrc && Some(pt) == t.pt);
+        if same {
+            return (data, (out_seq, out_ts));
+        }
+        let mut m = BytesMut::from(&data[..]);
+        if let Some(b) = m.get_mut(1) {
+            *b = (*b & 0x80) | t.pt.unwrap_or(pt);
+        }
+        put16(&mut m, 2, out_seq);
+        put32(&mut m, 4, out_ts);
+        put32(&mut m, 8, t.ssrc.unwrap_or(ssrc));
+        (m.freeze(), (out_seq, out_ts))
+    }
+
+    /// An RTCP compound packet from the current source: its leading sender report takes the
+    /// readers' SSRC and timestamp numbering.
+    pub(crate) fn rtcp(&mut self, track: usize, data: Bytes) -> Bytes {
+        let Some(t) = self.tracks.get(track) else {
+            return data;
+        };
+        if !self.active || t.pending {
+            return data;
+        }
+        let is_sr = data.get(1) == Some(&200);
+        let (Some(ts), Some(ssrc)) = (be32(&data, 16), t.ssrc) else {
+            return data;
+        };
+        if !is_sr || (t.ts_delta == 0 && be32(&data, 4) == Some(ssrc)) {
+            return data;
+        }
+        let mut m = BytesMut::from(&data[..]);
+        put32(&mut m, 4, ssrc);
+        put32(&mut m, 16, ts.wrapping_add(t.ts_delta));
+        m.freeze()
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    if let Some(s) = b.get_mut(at..at + 2) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    if let Some(s) = b.get_mut(at..at + 4) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use finch_proto::rtp::{build_packet, RtpHeader};
+    use std::time::Duration;
+
+    fn pkt(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Bytes {
+        Bytes::from(build_packet(pt, false, seq, ts, ssrc, &[1, 2, 3]))
+    }
+
+    #[test]
+    fn the_first_source_passes_untouched_and_a_second_continues_it() {
+        let mut c = Continuity::new(&[90_000]);
+        let t0 = Instant::now();
+        let first = pkt(96, 100, 1000, 0xaaaa);
+        let (out, at) = c.rtp(0, first.clone(), t0);
+        assert_eq!(out.as_ptr(), first.as_ptr(), "no copy");
+        assert_eq!(at, (100, 1000));
+        c.rtp(
+            0,
+            pkt(96, 101, 4000, 0xaaaa),
+            t0 + Duration::from_millis(33),
+        );
+        // The camera comes back 2 s later with a new SSRC, payload type, seq and timestamp.
+        c.new_source();
+        let back = t0 + Duration::from_millis(2033);
+        let (out, _) = c.rtp(0, pkt(97, 5, 777, 0xbbbb), back);
+        let h = RtpHeader::parse(&out).unwrap();
+        assert_eq!((h.sequence, h.ssrc, h.payload_type), (102, 0xaaaa, 96));
+        // 2 s at 90 kHz after the last timestamp (and one tick).
+        assert_eq!(h.timestamp, 4000 + 180_000 + 1);
+        let (out, _) = c.rtp(0, pkt(97, 6, 777 + 3000, 0xbbbb), back);
+        let h = RtpHeader::parse(&out).unwrap();
+        assert_eq!((h.sequence, h.timestamp), (103, 4000 + 180_001 + 3000));
+        assert_eq!(&out[12..], &[1, 2, 3], "the payload is the camera's");
+    }
+
+    #[test]
+    fn sender_reports_follow_the_mapping() {
+        let mut c = Continuity::new(&[48_000]);
+        let t0 = Instant::now();
+        c.rtp(0, pkt(97, 1, 100, 0x11), t0);
+        c.new_source();
+        c.rtp(0, pkt(97, 50, 9000, 0x22), t0);
+        let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0, 0x22];
+        sr.extend_from_slice(&[0; 8]); // NTP
+        sr.extend_from_slice(&9000u32.to_be_bytes());
+        sr.extend_from_slice(&[0; 8]);
+        let out = c.rtcp(0, Bytes::from(sr));
+        assert_eq!(be32(&out, 4), Some(0x11));
+        assert_eq!(be32(&out, 16), Some(101));
+    }
+}
