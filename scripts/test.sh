@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Finch's whole test suite. On a fresh Debian machine it first installs what the end-to-end
-# tests drive as real clients (ffmpeg, GStreamer) and openssl (test certificates), from Debian's
+# tests drive as real clients (ffmpeg, GStreamer), a stand-in camera (gst-rtsp-server) and openssl (test certificates), from Debian's
 # packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,11 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 for plugin in rtspsrc:gstreamer1.0-plugins-good h264parse:gstreamer1.0-plugins-bad avdec_h264:gstreamer1.0-libav rtspclientsink:gstreamer1.0-rtsp; do
   if ! gst-inspect-1.0 "${plugin%%:*}" >/dev/null 2>&1; then need+=("${plugin#*:}"); fi
 done
+# The stand-in camera the pull tests read from (tests/e2e/testdata/camera.py) is gst-rtsp-server
+# driven from Python.
+if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer' >/dev/null 2>&1; then
+  need+=(python3-gi gir1.2-gst-rtsp-server-1.0)
+fi
 if ((${#need[@]})); then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -341,31 +341,15 @@ pub struct Publisher(Child);
 
 impl Publisher {
     pub fn start(url: &str, transport: &str) -> Publisher {
-        let child = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-re",
-                "-stream_loop",
-                "-1",
-                "-i",
-            ])
-            .arg(clip())
-            .args([
-                "-c",
-                "copy",
-                "-f",
-                "rtsp",
-                "-rtsp_transport",
-                transport,
-                url,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg must be installed");
+        let child = ffmpeg_from_clip(&[
+            "-c",
+            "copy",
+            "-f",
+            "rtsp",
+            "-rtsp_transport",
+            transport,
+            url,
+        ]);
         Publisher(child)
     }
 
@@ -380,6 +364,52 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// ffmpeg sending the test clip in real time, looped, with `out` as its output options and URL.
+pub fn ffmpeg_from_clip(out: &[&str]) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-stream_loop", "-1", "-i"])
+        .arg(clip())
+        .args(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg must be installed (scripts/test.sh installs it)")
+}
+
+/// GStreamer's rtspsrc reading `url` (with `props` such as `protocols=tcp`) and decoding
+/// H.264 until `buffers` frames reached the sink, within 30 s; returns the frames that did and
+/// gst's stderr.
+///
+/// Frames are counted from the sink's messages, not taken from the exit status: at the last
+/// buffer rtspsrc shuts down, and its PAUSE and TEARDOWN threads sometimes race each other onto
+/// a connection that is closing, which gst reports as an error after every frame has arrived.
+pub fn gst_decode(url: &str, props: &[&str], buffers: u32) -> (usize, String) {
+    let out = Command::new("timeout")
+        .args(["30", "gst-launch-1.0", "-v", "rtspsrc"])
+        .arg(format!("location={url}"))
+        .args(props)
+        .args([
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+        ])
+        .args(["fakesink", "silent=false"])
+        .arg(format!("num-buffers={buffers}"))
+        .output()
+        .expect("gst-launch-1.0 must be installed (scripts/test.sh installs it)");
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("fakesink0: last-message = chain"))
+        .count();
+    (frames, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// A minimal HTTP/1.0 request; returns status and body.

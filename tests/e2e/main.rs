@@ -16,6 +16,7 @@ mod logs;
 mod malformed;
 mod net;
 mod players;
+mod pull;
 mod raw;
 mod relay;
 mod sessions;

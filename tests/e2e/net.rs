@@ -260,25 +260,8 @@ fn rtsps_publishes_and_plays_with_ffmpeg_ffprobe_and_gstreamer() {
     );
     // Plain RTSP serves the same path.
     assert!(ffprobe(&f.url("live/tls"), "tcp").contains(&"h264:320:240".to_owned()));
-    let gst = Command::new("timeout")
-        .args(["30", "gst-launch-1.0", "-q", "rtspsrc"])
-        .arg(format!("location={}", url("live/tls")))
-        .args([
-            "tls-validation-flags=0",
-            "!",
-            "rtph264depay",
-            "!",
-            "h264parse",
-            "!",
-        ])
-        .args(["avdec_h264", "!", "fakesink", "num-buffers=20"])
-        .output()
-        .unwrap();
-    assert!(
-        gst.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gst.stderr)
-    );
+    let (frames, stderr) = gst_decode(&url("live/tls"), &["tls-validation-flags=0"], 20);
+    assert_eq!(frames, 20, "{stderr}");
     // Plain RTSP spoken to the TLS port is no handshake: the connection is closed, the server
     // goes on.
     let mut plain = Raw::connect(port);

@@ -141,38 +141,15 @@ fn gstreamer_reads_over_tcp_and_udp() {
     let _p = Publisher::start(&finch.url("live/gst"), "tcp");
     finch.wait_path_ready("live/gst");
     for protocols in ["tcp", "udp"] {
-        let out = Command::new("timeout")
-            .args(["30", "gst-launch-1.0", "-v", "rtspsrc"])
-            .arg(format!("location={}", finch.url("live/gst")))
-            .arg(format!("protocols={protocols}"))
-            .args([
-                "!",
-                "rtph264depay",
-                "!",
-                "h264parse",
-                "!",
-                "avdec_h264",
-                "!",
-                "fakesink",
-                "silent=false",
-                "num-buffers=50",
-            ])
-            .output()
-            .unwrap();
-        // Decoded frames reaching the sink, counted from its messages. (Not the exit status:
-        // at the 50th buffer rtspsrc shuts down, and its PAUSE and TEARDOWN threads sometimes
-        // race each other onto a connection that is closing, which gst reports as an error
-        // after every frame has arrived.)
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let frames = stdout
-            .lines()
-            .filter(|l| l.contains("fakesink0: last-message = chain"))
-            .count();
+        let (frames, stderr) = gst_decode(
+            &finch.url("live/gst"),
+            &[&format!("protocols={protocols}")],
+            50,
+        );
         assert_eq!(
             frames,
             50,
-            "gst over {protocols}: {frames} frames\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
+            "gst over {protocols}: {frames} frames\n{stderr}\n{}",
             finch.log()
         );
     }

@@ -287,6 +287,38 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_pulled_path_points_at_its_key() {
+        for (text, line, reason) in [
+            (
+                "[paths.\"cam/*\"]\nsource = \"rtsp://c/x\"\n",
+                2,
+                "not a pattern",
+            ),
+            (
+                "[paths.\"cam/1\"]\nsource = \"rtsp://c/x\"\nsource_transport = \"quic\"\n",
+                3,
+                "auto, tcp or udp",
+            ),
+            (
+                "[paths.\"cam/1\"]\nsource = \"rtsps://c/x\"\nsource_transport = \"udp\"\n",
+                3,
+                "TLS",
+            ),
+            (
+                "[paths.\"cam/1\"]\nsource = \"rtsp://c/x\"\nsource_read_timeout_secs = 0\n",
+                3,
+                "between 1 and 3600",
+            ),
+        ] {
+            let e = load_str(text, "f.toml", no_env()).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("f.toml:{line}:")), "{text}: {e}");
+            assert!(e.contains(reason), "{text}: {e}");
+        }
+        let ok = "[paths.\"cam/1\"]\nsource = \"rtsps://admin:pw@c/x\"\n";
+        assert!(load_str(ok, "f.toml", no_env()).is_ok());
+    }
+
+    #[test]
     fn environment_overrides_file() {
         let c = load_str(
             "[rtsp]\nport = 9000\n",

@@ -628,6 +628,13 @@ impl Config {
                     "must be auto, tcp or udp",
                 );
             }
+            if p.source.starts_with("rtsps://") && p.source_transport == "udp" {
+                // The media would leave the TLS connection in the clear.
+                return bad(
+                    &["paths", pattern, "source_transport"],
+                    "an rtsps:// camera is pulled over its TLS connection: tcp or auto",
+                );
+            }
             for (key, v) in [
                 (
                     "source_on_demand_start_timeout_secs",

@@ -22,6 +22,93 @@ pub fn request_path(uri: &str) -> Option<String> {
     Some(path.to_owned())
 }
 
+/// A camera's URL, as Finch pulls it: `rtsp[s]://[user[:pass]@]host[:port]/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtspUrl {
+    /// `rtsps://`.
+    pub tls: bool,
+    /// The user and password, if the URL carries them (percent-decoded).
+    pub credentials: Option<(String, String)>,
+    /// The host (an IPv6 address without its brackets).
+    pub host: String,
+    /// The port (554 or 322 by default).
+    pub port: u16,
+    /// The URL without its credentials: what requests name.
+    pub request_uri: String,
+}
+
+impl RtspUrl {
+    /// Parses a camera URL; `None` if it is not one.
+    pub fn parse(url: &str) -> Option<RtspUrl> {
+        let (scheme, rest) = url.split_once("://")?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "rtsp" => false,
+            "rtsps" => true,
+            _ => return None,
+        };
+        let end = rest.find('/').unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let (credentials, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, h)) => {
+                let (u, p) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (Some((percent_decode(u), percent_decode(p))), h)
+            }
+            None => (None, authority),
+        };
+        let default = if tls { 322 } else { 554 };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().ok()?,
+                None if after.is_empty() => default,
+                None => return None,
+            };
+            (h.to_owned(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), p.parse().ok()?),
+                None => (hostport.to_owned(), default),
+            }
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(RtspUrl {
+            tls,
+            credentials,
+            request_uri: format!("{scheme}://{hostport}{path}"),
+            host,
+            port,
+        })
+    }
+}
+
+/// `%xx` escapes decoded (a password may hold `@` or `:`); anything malformed is kept as is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b.get(i),
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            (Some(b'%'), Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (Some(c), _, _) => {
+                out.push(*c);
+                i += 1;
+            }
+            (None, _, _) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The URI with any password in it replaced by `***` (`rtsp://user:***@host/path`): what a log
 /// line or an API answer may show.
 pub fn redact(uri: &str) -> std::borrow::Cow<'_, str> {
@@ -75,6 +162,23 @@ mod tests {
         assert_eq!(request_path("*"), None);
         assert_eq!(request_path("rtsp://h:8554"), None);
         assert_eq!(request_path("rtsp://h:8554/"), None);
+    }
+
+    #[test]
+    fn camera_urls() {
+        let u = RtspUrl::parse("rtsp://admin:p%40ss@192.168.1.64:8554/Streaming/101?x=1").unwrap();
+        assert_eq!(u.credentials, Some(("admin".into(), "p@ss".into())));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("192.168.1.64", 8554, false)
+        );
+        assert_eq!(u.request_uri, "rtsp://192.168.1.64:8554/Streaming/101?x=1");
+        let u = RtspUrl::parse("rtsps://[::1]/live").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("::1", 322, true));
+        assert_eq!(RtspUrl::parse("rtsp://cam").unwrap().port, 554);
+        assert!(RtspUrl::parse("http://cam/x").is_none());
+        assert!(RtspUrl::parse("rtsp://:554/x").is_none());
+        assert!(RtspUrl::parse("rtsp://cam:notaport/x").is_none());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Layout (rooms first, then what they share):
 //! - `worker`: the run loop, heartbeat, signals, drain and stop, the supervisor channel, the
 //!   status line. It starts everything below.
-//! - `rtsp`: the accept loop, connections, sessions and methods; `udp`: the shared RTP/RTCP
+//! - `rtsp`: the accept loop, connections, sessions and methods; `pull`: Finch as the client
+//!   of cameras it pulls; `udp`: the shared RTP/RTCP
 //!   sockets and their routes; `admin`: the HTTP API, metrics and status page; `net`: binding,
 //!   inheriting and rebinding sockets.
 //! - `tls`: the RTSPS certificate and acceptor.
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod errorlog;
 pub mod metrics;
 pub mod net;
+pub mod pull;
 pub mod reload;
 pub mod report;
 mod rtsp;

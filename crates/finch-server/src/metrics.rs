@@ -59,6 +59,7 @@ pub struct Metrics {
     log_dropped: Counter,
     auth_failures: Family<Labels, Counter>,
     limit_refusals: Family<Labels, Counter>,
+    source_reconnects: Family<Labels, Counter>,
 }
 
 /// What the metrics read from the worker at scrape time.
@@ -123,6 +124,7 @@ impl Metrics {
             log_dropped: Counter::default(),
             auth_failures: Family::default(),
             limit_refusals: Family::default(),
+            source_reconnects: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -191,6 +193,11 @@ impl Metrics {
                 m.auth_failures.clone(),
             );
             r.register(
+                "source_reconnects",
+                "Failed pulls of a camera (each is retried), by path",
+                m.source_reconnects.clone(),
+            );
+            r.register(
                 "limit_refusals",
                 "Inputs refused for passing a limit, by the limit's config key",
                 m.limit_refusals.clone(),
@@ -236,6 +243,13 @@ impl Metrics {
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&labels(&[("reason", reason)]))
+            .inc();
+    }
+
+    /// Counts a failed pull of `path` (a configured path: the label set is the config's).
+    pub fn source_reconnect(&self, path: &str) {
+        self.source_reconnects
+            .get_or_create(&labels(&[("path", path)]))
             .inc();
     }
 

@@ -32,7 +32,7 @@ pub struct Reloaded {
 }
 
 /// Reloads from the config's sources; `Err` carries the reason (file:line:column …).
-pub fn reload(server: &Shared) -> Result<Reloaded, String> {
+pub fn reload(server: &std::sync::Arc<Shared>) -> Result<Reloaded, String> {
     let Some(reloader) = &server.reloader else {
         return Err("this worker has no config source to reload from".to_owned());
     };
@@ -65,6 +65,7 @@ pub fn reload(server: &Shared) -> Result<Reloaded, String> {
         .collect();
     server.set_config(new.clone());
     server.tls.set(acceptor);
+    server.pulls.sync(server, &new);
     server.auth.reload(&new);
     server
         .registry

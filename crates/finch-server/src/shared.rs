@@ -107,6 +107,8 @@ pub struct Shared {
     pub auth: Auth,
     /// The RTSPS acceptor in force.
     pub tls: crate::tls::Tls,
+    /// The pulled paths' runners.
+    pub pulls: crate::pull::Pulls,
     /// Wrong admin tokens per address.
     pub(crate) admin_failures: Mutex<crate::auth::failures::Failures>,
     /// The shared UDP sockets, if UDP is on.
@@ -142,6 +144,7 @@ impl Shared {
             auth: Auth::new(&config, &secret),
             per_ip: Mutex::new(HashMap::new()),
             tls: crate::tls::Tls::default(),
+            pulls: crate::pull::Pulls::default(),
             admin_failures: Mutex::new(crate::auth::failures::Failures::new()),
             limit_logged: Mutex::new(HashMap::new()),
             errors: ErrorLog::new(link.errors, link.reporter.clone(), state.clone()),

@@ -6,6 +6,16 @@ pub fn parse_session_id(value: &str) -> Option<&str> {
     (!id.is_empty()).then_some(id)
 }
 
+/// The `timeout=` a server gives in its Session header (RFC 2326 §12.37), if any.
+pub fn parse_timeout(value: &str) -> Option<u64> {
+    value.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
 /// The header value a response carries: the id and the timeout the server enforces.
 pub fn format_session(id: &str, timeout_secs: u64) -> String {
     format!("{id};timeout={timeout_secs}")

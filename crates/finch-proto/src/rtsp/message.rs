@@ -175,6 +175,8 @@ pub struct Status(pub u16);
 impl Status {
     /// 200 OK
     pub const OK: Status = Status(200);
+    /// 100 Continue.
+    pub const CONTINUE: Status = Status(100);
     /// 400 Bad Request
     pub const BAD_REQUEST: Status = Status(400);
     /// 401 Unauthorized

@@ -1,6 +1,7 @@
 //! The JSON endpoints: the server and its state, paths, sessions, config, errors, metrics.
 
 use super::{rfc3339, ApiError, ApiResult};
+use crate::pull::Status;
 use crate::shared::Shared;
 use crate::state::ServerState;
 use axum::extract::{Path, State};
@@ -101,7 +102,7 @@ pub(super) async fn set_state(
     Ok(Json(server_json(&s)))
 }
 
-fn path_json(p: &PathEntry) -> Value {
+fn path_json(p: &PathEntry, pull: Option<&Status>) -> Value {
     let t = p.stream.totals();
     let readers: Vec<Value> = p
         .stream
@@ -109,13 +110,17 @@ fn path_json(p: &PathEntry) -> Value {
         .into_iter()
         .map(|r| json!({ "session": r.session, "peer": r.peer.to_string(), "transport": r.transport }))
         .collect();
+    let mut source = json!({
+        "kind": p.source.kind.as_str(),
+        "peer": p.source.peer.to_string(),
+        "transport": p.source.transport,
+    });
+    if let Some(st) = pull {
+        add_pull(&mut source, st);
+    }
     json!({
         "name": p.name,
-        "source": {
-            "kind": p.source.kind.as_str(),
-            "peer": p.source.peer.to_string(),
-            "transport": p.source.transport,
-        },
+        "source": source,
         "ready": p.is_live(),
         "tracks": p.stream.tracks.iter().map(|t| json!({
             "codec": t.codec,
@@ -131,16 +136,64 @@ fn path_json(p: &PathEntry) -> Value {
     })
 }
 
+fn add_pull(source: &mut Value, st: &Status) {
+    source["kind"] = json!("pull");
+    source["url"] = json!(st.url);
+    source["state"] = json!(st.state.as_str());
+    source["reconnects"] = json!(st.reconnects);
+    source["last_error"] = json!(st.last_error);
+}
+
+/// A pulled path whose camera is not feeding it now (connecting, waiting, idle).
+fn away_pull_json(name: &str, st: &Status) -> Value {
+    let mut source = json!({ "kind": "pull", "peer": null, "transport": null });
+    add_pull(&mut source, st);
+    json!({
+        "name": name,
+        "source": source,
+        "ready": false,
+        "tracks": [],
+        "reader_count": 0,
+        "readers": [],
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "packets_dropped": 0,
+        "since": null,
+    })
+}
+
+/// Every path: those with a source, and pulled ones whose camera is away.
+fn all_paths(s: &Shared) -> Vec<(String, Value)> {
+    let pulls = s.pulls.statuses();
+    let mut out: Vec<(String, Value)> = s
+        .registry
+        .list()
+        .iter()
+        .map(|p| {
+            let pull = pulls.iter().find(|(n, _)| *n == p.name).map(|(_, st)| st);
+            (p.name.clone(), path_json(p, pull))
+        })
+        .collect();
+    for (name, st) in &pulls {
+        if !out.iter().any(|(n, _)| n == name) {
+            out.push((name.clone(), away_pull_json(name, st)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 pub(super) async fn list_paths(State(s): State<Arc<Shared>>) -> ApiResult {
-    let items: Vec<Value> = s.registry.list().iter().map(path_json).collect();
+    let items: Vec<Value> = all_paths(&s).into_iter().map(|(_, v)| v).collect();
     Ok(Json(json!({ "items": items })))
 }
 
 pub(super) async fn get_path(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     let name = name.trim_matches('/');
-    s.registry
-        .get(name)
-        .map(|p| Json(path_json(&p)))
+    all_paths(&s)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| Json(v))
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no path {name:?}")))
 }
 

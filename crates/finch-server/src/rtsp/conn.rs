@@ -53,6 +53,9 @@ pub(crate) struct Conn {
     requested: bool,
     /// Since when the read buffer has held the start of a message that is not complete.
     partial_since: Option<Instant>,
+    /// A request whose answer waits for an on-demand camera, and until when.
+    pub(crate) waiting: Option<finch_proto::rtsp::Request>,
+    pub(crate) wait_until: Option<Instant>,
 }
 
 /// Responses queued before the connection stops parsing and writes them: bounds what pipelined
@@ -92,6 +95,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         opened: Instant::now(),
         requested: false,
         partial_since: None,
+        waiting: None,
+        wait_until: None,
     };
     let reason = conn.run(sock, fault).await;
     tracing::debug!(reason, "connection closed");
@@ -180,6 +185,22 @@ impl Conn {
                         Err(_) => return "write timed out",
                     }
                 }
+                _ = tokio::time::sleep(Duration::from_millis(50)), if self.waiting.is_some() => {
+                    // An on-demand camera is starting: answer once it is live or the wait is over.
+                    let live = self.waiting.as_ref().and_then(|r| finch_proto::uri::request_path(&r.uri))
+                        .is_some_and(|p| self.shared.registry.live_stream(&p).is_some());
+                    let over = self.wait_until.is_some_and(|t| Instant::now() >= t);
+                    if live || over {
+                        if let Some(req) = self.waiting.take() {
+                            let cseq = req.cseq().map(str::to_owned);
+                            if let Some(resp) = self.handle(req) {
+                                self.write_response(cseq.as_deref(), resp);
+                            }
+                        }
+                        self.wait_until = None;
+                        more = true;
+                    }
+                }
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now).into()), if flush_at.is_some() => {
                     self.flush_at = None;
                     if let Some(Session { role: Role::Publisher(p), .. }) = &self.session {
@@ -256,8 +277,9 @@ impl Conn {
     /// are waiting to be written.
     fn on_read(&mut self, parser: &mut Parser, rbuf: &mut BytesMut) -> bool {
         loop {
-            if self.out.len() > MAX_PENDING_OUT {
-                return true;
+            if self.out.len() > MAX_PENDING_OUT || self.waiting.is_some() {
+                // Later requests wait for the earlier ones' answers (RTSP answers in order).
+                return self.out.len() > MAX_PENDING_OUT;
             }
             match parser.parse(rbuf) {
                 Ok(None) => return false,
@@ -271,7 +293,10 @@ impl Conn {
                     self.shared
                         .metrics
                         .observe_request(&method, started.elapsed().as_secs_f64());
-                    self.write_response(cseq.as_deref(), resp);
+                    match resp {
+                        Some(resp) => self.write_response(cseq.as_deref(), resp),
+                        None => return false,
+                    }
                 }
                 Ok(Some(Item::Interleaved { channel, payload })) => {
                     self.on_interleaved(channel, payload)
@@ -322,10 +347,10 @@ impl Conn {
             _ => None,
         });
         if let Some((i, kind)) = track {
+            // The earliest deadline stands: a flush with nothing pending costs a lock, a
+            // forgotten one leaves a frame unsent.
             if let Some(at) = p.publisher.push(i, kind, payload, Instant::now()) {
                 self.flush_at = Some(self.flush_at.map_or(at, |f| f.min(at)));
-            } else {
-                self.flush_at = None;
             }
         }
     }

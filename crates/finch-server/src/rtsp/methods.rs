@@ -14,14 +14,20 @@ use finch_proto::rtsp::{Method, Request, Response, Status};
 
 impl Conn {
     /// Answers one request.
-    pub(crate) fn handle(&mut self, req: Request) -> Response {
-        match self.dispatch(&req) {
+    /// Answers one request; `None` when the answer must wait (a DESCRIBE starting an on-demand
+    /// camera): the request is kept and answered once the camera is there or the wait is over.
+    pub(crate) fn handle(&mut self, req: Request) -> Option<Response> {
+        Some(match self.dispatch(&req) {
             Ok(resp) => resp,
+            Err(e) if e.status == Status::CONTINUE => {
+                self.waiting = Some(req);
+                return None;
+            }
             Err(e) => {
                 tracing::debug!(method = %req.method, uri = %finch_proto::uri::redact(&req.uri), status = e.status.0, why = %e.why, "request refused");
                 e.into_response()
             }
-        }
+        })
     }
 
     fn dispatch(&mut self, req: &Request) -> Result<Response> {

@@ -20,17 +20,38 @@ use std::time::SystemTime;
 impl Conn {
     pub(crate) fn describe(&mut self, req: &Request, target: &Target) -> Result<Response> {
         let path = target.path()?.to_owned();
-        let stream = self
-            .shared
-            .registry
-            .live_stream(&path)
-            .ok_or_else(|| fail(Status::NOT_FOUND, format!("no stream on {path}")))?;
+        let Some(stream) = self.shared.registry.live_stream(&path) else {
+            if self.shared.pulls.demand(&path) {
+                return Err(self.wait_for_camera(&path));
+            }
+            return Err(fail(Status::NOT_FOUND, format!("no stream on {path}")));
+        };
         let sdp = describe(&stream, self.local.ip());
         let mut r = self.ok().with_body("application/sdp", sdp.write());
         r.headers
             .set("Content-Base", self.base_url(&req.uri, &path));
         self.described = Some(path);
         Ok(r)
+    }
+
+    /// An on-demand camera has been asked to start: the DESCRIBE waits for it, up to
+    /// `source_on_demand_start_timeout_secs`, then gets 503 (never a hang).
+    fn wait_for_camera(&mut self, path: &str) -> super::error::RtspError {
+        match self.wait_until {
+            Some(t) if std::time::Instant::now() >= t => {
+                self.wait_until = None;
+                fail(
+                    Status::SERVICE_UNAVAILABLE,
+                    format!("the camera of {path} did not come in time"),
+                )
+            }
+            Some(_) => fail(Status::CONTINUE, "still waiting for the camera"),
+            None => {
+                let wait = self.shared.pulls.start_timeout(path).unwrap_or_default();
+                self.wait_until = Some(std::time::Instant::now() + wait);
+                fail(Status::CONTINUE, "waiting for the camera")
+            }
+        }
     }
 
     pub(crate) fn setup_reader(&mut self, req: &Request, target: Target) -> Result<Response> {

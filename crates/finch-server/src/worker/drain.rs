@@ -54,6 +54,15 @@ pub(super) async fn finish(
     if shared.supervision.is_none() {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     }
+    // Cameras get their TEARDOWN (briefly: the deadline is shared with what follows).
+    shared
+        .pulls
+        .stop(
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(Duration::from_secs(2)),
+        )
+        .await;
     // DSS's KillAllRTPSessions, then wait for them at most the drain timeout.
     shared.registry.close_all();
     tokens.sessions.cancel();

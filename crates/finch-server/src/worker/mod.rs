@@ -160,6 +160,7 @@ pub async fn run(
         });
     }
     warn_about(&shared.config());
+    shared.pulls.sync(&shared, &shared.config());
     // Handlers are installed here, before Ready: a signal forwarded right after Ready must not
     // meet the default action (which would kill the worker).
     let handlers = tokio_socket("signal handler", signals::install())?;
