@@ -353,6 +353,11 @@ impl Publisher {
         Publisher(child)
     }
 
+    /// ffmpeg sending the clip with `out` as its output options and URL; killed on drop.
+    pub fn with(out: &[&str]) -> Publisher {
+        Publisher(ffmpeg_from_clip(out))
+    }
+
     /// Stops publishing abruptly (the TCP connection closes without TEARDOWN).
     pub fn kill(&mut self) {
         let _ = self.0.kill();

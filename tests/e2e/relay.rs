@@ -13,18 +13,18 @@ use std::time::{Duration, Instant};
 
 /// What a retina reader saw.
 #[derive(Debug, Default)]
-struct Seen {
-    first_is_key: Option<bool>,
-    frames: usize,
-    time_to_first_frame: Option<Duration>,
+pub struct Seen {
+    pub first_is_key: Option<bool>,
+    pub frames: usize,
+    pub time_to_first_frame: Option<Duration>,
     /// The stream ended cleanly (the server closed the connection between messages) before
     /// the deadline.
-    ended: bool,
+    pub ended: bool,
     /// An error after the first frame (before it, `retina_read` fails instead).
-    error: Option<String>,
+    pub error: Option<String>,
 }
 
-async fn retina_read(url: String, udp: bool, secs: u64) -> Result<Seen, String> {
+pub async fn retina_read(url: String, udp: bool, secs: u64) -> Result<Seen, String> {
     let start = Instant::now();
     let url = url::Url::parse(&url).map_err(|e| e.to_string())?;
     let mut session = Session::describe(url, SessionOptions::default())
@@ -79,7 +79,7 @@ async fn retina_read(url: String, udp: bool, secs: u64) -> Result<Seen, String> 
     Ok(seen)
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -2,6 +2,7 @@
 //! may use which client ports.
 
 use crate::harness::*;
+use crate::relay::{block_on, retina_read};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -259,6 +260,127 @@ fn with_a_grace_period_readers_survive_a_publisher_that_dies_and_comes_back() {
             "a gap or a step back in {seqs:?}"
         );
     }
+}
+
+#[test]
+fn gstreamer_retina_and_ffmpeg_play_on_through_a_publisher_that_dies_and_comes_back() {
+    let finch = Finch::start(
+        "grace-players",
+        "[paths.\"live/p\"]\npublisher_grace_secs = 10\n[paths.\"**\"]\n",
+    );
+    let mut publisher = Publisher::start(&finch.url("live/p"), "tcp");
+    finch.wait_path_ready("live/p");
+    let url = finch.url("live/p");
+    // Each plays for 14 s: killed 3 s in, the publisher is back about a second later.
+    let gst = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new("timeout")
+                .args(["14", "gst-launch-1.0", "-v", "rtspsrc"])
+                .arg(format!("location={url}"))
+                .args(["protocols=tcp", "!", "rtph264depay", "!", "h264parse", "!"])
+                .args(["avdec_h264", "!", "fakesink", "silent=false"])
+                .output()
+                .unwrap()
+        })
+    };
+    let retina = {
+        let url = url.clone();
+        std::thread::spawn(move || block_on(retina_read(url, true, 14)))
+    };
+    let ffmpeg = {
+        let url = url.clone();
+        std::thread::spawn(move || ffmpeg_count_frames(&url, "tcp", 14))
+    };
+    let sessions = || -> Vec<String> {
+        let mut v: Vec<String> = finch.api("/api/v1/paths/live/p").1["readers"]
+            .as_array()
+            .map(|a| a.iter().map(|r| r["session"].to_string()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert!(wait_until(Duration::from_secs(10), || sessions().len() == 3));
+    let before = sessions();
+    std::thread::sleep(Duration::from_secs(3));
+    publisher.kill();
+    assert!(wait_until(Duration::from_secs(5), || {
+        finch.api("/api/v1/paths/live/p").1["ready"] == false
+    }));
+    let _back = Publisher::start(&finch.url("live/p"), "tcp");
+    finch.wait_path_ready("live/p");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        sessions(),
+        before,
+        "a player left: {}\n{}",
+        finch.api("/api/v1/paths/live/p").1,
+        finch.log()
+    );
+    // At 25 fps, at most ~125 frames can come before the kill (a GOP from the cache and 3 s):
+    // more than 220 means the player went on with the new publisher's.
+    let out = gst.join().unwrap();
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("fakesink0: last-message = chain"))
+        .count();
+    assert!(
+        frames > 220,
+        "gst: {frames} frames\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = retina.join().unwrap().unwrap();
+    assert!(
+        seen.frames > 220 && seen.error.is_none() && !seen.ended,
+        "retina: {seen:?}"
+    );
+    let ffmpeg_frames = ffmpeg.join().unwrap();
+    assert!(ffmpeg_frames > 220, "ffmpeg: {ffmpeg_frames} frames");
+    eprintln!(
+        "through the drop: gst {frames}, retina {}, ffmpeg {ffmpeg_frames} frames in 14 s",
+        seen.frames
+    );
+}
+
+#[test]
+fn a_returning_publisher_with_other_tracks_closes_the_waiting_readers_cleanly() {
+    let finch = Finch::start(
+        "grace-other",
+        "[paths.\"live/x\"]\npublisher_grace_secs = 10\n[paths.\"**\"]\n",
+    );
+    let mut publisher = Publisher::start(&finch.url("live/x"), "tcp");
+    finch.wait_path_ready("live/x");
+    let mut reader = Raw::connect(finch.rtsp_port);
+    reader.play_tcp(&finch.url("live/x"));
+    assert!(read_rtp_seqs(&mut reader, 0, Duration::from_secs(1)).len() > 10);
+    publisher.kill();
+    assert!(wait_until(Duration::from_secs(5), || {
+        finch.api("/api/v1/paths/live/x").1["ready"] == false
+    }));
+    // Video only, where there were video and audio: not the same stream.
+    let url = finch.url("live/x");
+    let _video_only = Publisher::with(&[
+        "-an",
+        "-c",
+        "copy",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        "tcp",
+        &url,
+    ]);
+    assert!(
+        reader.closed_within(Duration::from_secs(10)),
+        "the waiting reader was left hanging\n{}",
+        finch.log()
+    );
+    finch.wait_path_ready("live/x");
+    let streams = ffprobe(&url, "tcp");
+    assert_eq!(
+        streams,
+        vec!["h264:320:240".to_owned()],
+        "new readers get the new stream"
+    );
 }
 
 #[test]

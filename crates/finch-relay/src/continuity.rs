@@ -2,7 +2,9 @@
 //! re-publishes) or another takes over, its readers go on seeing the same stream. Per track, the
 //! new source's packets get the first source's SSRC and payload type, sequence numbers that go
 //! on from the last one sent, and timestamps that go on from the last one plus the wall-clock
-//! time away, at the track's clock rate; its RTCP sender reports are rewritten the same way.
+//! time away, at the track's clock rate; its RTCP sender reports are rewritten the same way,
+//! wall-clock (NTP) time included, so a player that syncs by sender reports (ffmpeg, GStreamer)
+//! sees one clock even when the camera's own clock was reset by its reboot.
 //!
 //! The first source's packets pass untouched (no copy). A rewritten packet is copied once, on
 //! the way in (its header changes), never per reader.
@@ -25,6 +27,11 @@ struct Track {
     /// The current source's SSRC, and whether its first packet has set the deltas yet.
     source_ssrc: Option<u32>,
     pending: bool,
+    /// The last sender report sent: (NTP, rtptime), in readers' numbering.
+    last_sr: Option<(u64, u32)>,
+    /// out NTP = in NTP + ntp_delta (wrapping), for the current source; `None` until its
+    /// first sender report sets it.
+    ntp_delta: Option<u64>,
 }
 
 /// The mapping for every track of a stream.
@@ -50,6 +57,8 @@ impl Continuity {
                     ts_delta: 0,
                     source_ssrc: None,
                     pending: false,
+                    last_sr: None,
+                    ntp_delta: Some(0),
                 })
                 .collect(),
             active: false,
@@ -61,6 +70,7 @@ impl Continuity {
         self.active = true;
         for t in &mut self.tracks {
             t.pending = true;
+            t.ntp_delta = None;
         }
     }
 
@@ -120,25 +130,47 @@ impl Continuity {
     }
 
     /// An RTCP compound packet from the current source: its leading sender report takes the
-    /// readers' SSRC and timestamp numbering.
-    pub(crate) fn rtcp(&mut self, track: usize, data: Bytes) -> Bytes {
-        let Some(t) = self.tracks.get(track) else {
-            return data;
+    /// readers' SSRC, timestamp numbering and wall clock. `None`: drop it, because it comes
+    /// from a new source before its first RTP packet on the track has set the mapping (its
+    /// timestamps would contradict the packets').
+    pub(crate) fn rtcp(&mut self, track: usize, data: Bytes) -> Option<Bytes> {
+        let active = self.active;
+        let Some(t) = self.tracks.get_mut(track) else {
+            return Some(data);
         };
-        if !self.active || t.pending {
-            return data;
+        if data.get(1) != Some(&200) {
+            return Some(data);
         }
-        let is_sr = data.get(1) == Some(&200);
-        let (Some(ts), Some(ssrc)) = (be32(&data, 16), t.ssrc) else {
-            return data;
+        if t.pending {
+            return None;
+        }
+        let (Some(ntp), Some(ts)) = (be64(&data, 8), be32(&data, 16)) else {
+            return Some(data);
         };
-        if !is_sr || (t.ts_delta == 0 && be32(&data, 4) == Some(ssrc)) {
-            return data;
+        let out_ts = ts.wrapping_add(t.ts_delta);
+        let ntp_delta = *t.ntp_delta.get_or_insert_with(|| {
+            match t.last_sr {
+                // Where the last report's clock says this timestamp falls.
+                Some((last_ntp, last_ts)) => {
+                    let ticks = i64::from(out_ts.wrapping_sub(last_ts) as i32);
+                    let ntp_ticks = ((ticks as i128) << 32) / i128::from(t.clock_rate);
+                    (last_ntp as i128 + ntp_ticks) as u64
+                }
+                None => ntp,
+            }
+            .wrapping_sub(ntp)
+        });
+        let out_ntp = ntp.wrapping_add(ntp_delta);
+        t.last_sr = Some((out_ntp, out_ts));
+        let ssrc = t.ssrc.unwrap_or_default();
+        if !active || (t.ts_delta == 0 && ntp_delta == 0 && be32(&data, 4) == Some(ssrc)) {
+            return Some(data);
         }
         let mut m = BytesMut::from(&data[..]);
         put32(&mut m, 4, ssrc);
-        put32(&mut m, 16, ts.wrapping_add(t.ts_delta));
-        m.freeze()
+        put64(&mut m, 8, out_ntp);
+        put32(&mut m, 16, out_ts);
+        Some(m.freeze())
     }
 }
 
@@ -148,6 +180,16 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn put64(b: &mut [u8], at: usize, v: u64) {
+    if let Some(s) = b.get_mut(at..at + 8) {
+        s.copy_from_slice(&v.to_be_bytes());
+    }
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) {
@@ -199,19 +241,41 @@ mod tests {
         assert_eq!(&out[12..], &[1, 2, 3], "the payload is the camera's");
     }
 
+    fn sr(ssrc: u32, ntp: u64, ts: u32) -> Bytes {
+        let mut sr = vec![0x80, 200, 0, 6];
+        sr.extend_from_slice(&ssrc.to_be_bytes());
+        sr.extend_from_slice(&ntp.to_be_bytes());
+        sr.extend_from_slice(&ts.to_be_bytes());
+        sr.extend_from_slice(&[0; 8]);
+        Bytes::from(sr)
+    }
+
     #[test]
-    fn sender_reports_follow_the_mapping() {
+    fn sender_reports_follow_the_mapping_and_keep_one_wall_clock() {
         let mut c = Continuity::new(&[48_000]);
         let t0 = Instant::now();
+        let sec = 1u64 << 32;
         c.rtp(0, pkt(97, 1, 100, 0x11), t0);
+        // The first source's report passes as it came.
+        let first = sr(0x11, 1000 * sec, 100);
+        assert_eq!(c.rtcp(0, first.clone()), Some(first));
         c.new_source();
+        // Before the new source's first packet its reports cannot be mapped: dropped.
+        assert_eq!(c.rtcp(0, sr(0x22, 5 * sec, 9000)), None);
         c.rtp(0, pkt(97, 50, 9000, 0x22), t0);
-        let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0, 0x22];
-        sr.extend_from_slice(&[0; 8]); // NTP
-        sr.extend_from_slice(&9000u32.to_be_bytes());
-        sr.extend_from_slice(&[0; 8]);
-        let out = c.rtcp(0, Bytes::from(sr));
+        // A camera whose clock restarted at 5 s: readers see the first source's clock go on.
+        let out = c.rtcp(0, sr(0x22, 5 * sec, 9000 + 48_000)).unwrap();
         assert_eq!(be32(&out, 4), Some(0x11));
-        assert_eq!(be32(&out, 16), Some(101));
+        assert_eq!(be32(&out, 16), Some(101 + 48_000));
+        // 48,001 ticks after the first report's timestamp: 1 s and one tick later.
+        let want = 1000 * sec + sec + (sec / 48_000);
+        assert!(
+            be64(&out, 8).unwrap().abs_diff(want) < 2,
+            "{:?}",
+            be64(&out, 8)
+        );
+        // Its next report keeps the same offset.
+        let out = c.rtcp(0, sr(0x22, 6 * sec, 9000 + 96_000)).unwrap();
+        assert!(be64(&out, 8).unwrap().abs_diff(want + sec) < 2);
     }
 }

@@ -294,7 +294,8 @@ impl Stream {
             Kind::Rtcp => match finch_proto::rtcp::packet_types(&data) {
                 Ok(types) => {
                     sender_report = types.contains(&finch_proto::rtcp::SENDER_REPORT);
-                    data = st.continuity.rtcp(track, data);
+                    // A new source's report before its packets set the mapping: dropped.
+                    data = st.continuity.rtcp(track, data)?;
                 }
                 // Not RTCP: not worth a reader's bandwidth.
                 Err(_) => return None,
