@@ -3,6 +3,7 @@
 //! always on and on demand, and cameras that fail in every way a camera fails.
 
 use crate::harness::*;
+use crate::relay::{block_on, retina_read};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -138,6 +139,11 @@ fn a_camera_is_pulled_over_tcp_udp_and_auto_and_read_by_ffprobe_ffmpeg_and_gstre
     assert!(frames >= 60, "{frames} frames in 3 s");
     let (frames, stderr) = gst_decode(&f.url("cam/tcp"), &[], 30);
     assert_eq!(frames, 30, "{stderr}");
+    let seen = block_on(retina_read(f.url("cam/auto"), true, 3)).unwrap();
+    assert!(
+        seen.frames > 30 && seen.first_is_key == Some(true),
+        "retina: {seen:?}"
+    );
     // Every reader above was served by the one pull each path started with.
     for t in ["tcp", "udp", "auto"] {
         let s = source(&f, &format!("cam/{t}"));
@@ -428,6 +434,16 @@ fn another_finch_is_pulled_with_digest_and_over_rtsps() {
         }),
         "{}",
         source(&f, "edge/wrong")
+    );
+    // Refused credentials back off like any failure: no tight loop against the upstream.
+    let tries = || source(&f, "edge/wrong")["reconnects"].as_u64().unwrap();
+    let (n, at) = (tries(), Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        tries() - n <= 4,
+        "{} attempts in {:?}",
+        tries() - n,
+        at.elapsed()
     );
 }
 

@@ -113,8 +113,12 @@ impl ErrorLog {
             ring.push_back(entry.clone());
         }
         if let Some(s) = &self.supervisor {
-            // Best effort: a full control queue must never block the caller.
-            s.lossy(ToSupervisor::Log { entry });
+            // Best effort: a full control queue must never block the caller. A fatal entry goes
+            // as the reliable `Fatal` report instead (see `fatal`): sent first, it is what the
+            // supervisor keeps, where a lossy entry queued behind it could die with the worker.
+            if verbosity != Verbosity::Fatal {
+                s.lossy(ToSupervisor::Log { entry });
+            }
         }
         if verbosity != Verbosity::Fatal && !self.admit_line() {
             return;

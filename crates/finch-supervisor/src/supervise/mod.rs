@@ -343,6 +343,15 @@ impl Supervisor {
                 self.errors.push_back(entry);
             }
             ToSupervisor::Fatal { message } => {
+                // The worker's error log entry for it: kept here, so it outlives the worker.
+                if self.errors.len() >= MAX_ERRORS {
+                    self.errors.pop_front();
+                }
+                self.errors.push_back(ErrorEntry {
+                    at: now_rfc3339(),
+                    verbosity: "fatal".into(),
+                    message: message.clone(),
+                });
                 let w = &mut self.workers[idx];
                 if !w.leaving() {
                     w.phase = Phase::Retiring {
