@@ -26,7 +26,7 @@ mod ring;
 mod stream;
 
 pub use counters::{ReaderStats, Totals};
-pub use packet::{Kind, Packet, PACKET_OVERHEAD};
+pub use packet::{Framed, Kind, Packet, PACKET_OVERHEAD};
 pub use path::{Evict, PathEntry, PathState, Policy, SourceInfo, SourceKind};
 pub use reader::{Ended, Reader, ReaderInfo, Start};
 pub use registry::{AnnounceError, Publisher, Registry};

@@ -15,6 +15,7 @@
 //! packets, it just finds its position gone.
 
 use crate::packet::{cost, Packet};
+use bytes::{BufMut, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -166,6 +167,47 @@ impl Ring {
         self.evict();
     }
 
+    /// Copies the packets from `from` to the head into one buffer, framed for RTP over RTSP,
+    /// and makes each a slice of it (see [`crate::packet::Framed`]). Only for packets no reader
+    /// has seen yet: the stream frames what it is about to publish.
+    pub(crate) fn frame(&mut self, from: u64) {
+        let Ok(first) = usize::try_from(from.saturating_sub(self.base)) else {
+            return;
+        };
+        fn framable(p: &Packet) -> bool {
+            p.framed().is_none()
+                && u16::try_from(p.data().len()).is_ok()
+                && crate::packet::default_channel(p.track, p.kind).is_some()
+        }
+        let len: usize = self
+            .buf
+            .range(first..)
+            .filter(|p| framable(p))
+            .map(|p| 4 + p.data().len())
+            .sum();
+        if len == 0 {
+            return;
+        }
+        let mut block = BytesMut::with_capacity(len);
+        for p in self.buf.range(first..).filter(|p| framable(p)) {
+            let ch = crate::packet::default_channel(p.track, p.kind).unwrap_or_default();
+            block.put_u8(b'$');
+            block.put_u8(ch);
+            block.put_u16(p.data().len() as u16);
+            block.put_slice(p.data());
+        }
+        let block = block.freeze();
+        let mut at = 0;
+        for p in self.buf.range_mut(first..) {
+            if !framable(p) {
+                continue;
+            }
+            let end = at + 4 + p.data().len();
+            p.set_framed(block.clone(), at, end);
+            at = end;
+        }
+    }
+
     fn evict(&mut self) {
         let over_budget = self.budget.as_ref().is_some_and(|b| b.over());
         while let Some(front) = self.buf.front() {
@@ -222,13 +264,13 @@ mod tests {
     use std::time::Instant;
 
     fn packet(key: bool, len: usize) -> Packet {
-        Packet {
-            track: 0,
-            kind: Kind::Rtp,
+        Packet::new(
+            0,
+            Kind::Rtp,
             key,
-            at: Instant::now(),
-            data: Bytes::from(vec![0u8; len]),
-        }
+            Instant::now(),
+            Bytes::from(vec![0u8; len]),
+        )
     }
 
     fn limits() -> RingLimits {
@@ -239,6 +281,42 @@ mod tests {
             gop_max_bytes: 1 << 20,
             max_bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn a_published_frame_is_one_buffer_of_framed_packets() {
+        let mut r = Ring::new(2, limits(), None);
+        let bytes = |n: u8, len: usize| Bytes::from(vec![n; len]);
+        r.push(
+            Packet::new(0, Kind::Rtp, true, Instant::now(), bytes(1, 10)),
+            None,
+        );
+        r.frame(0);
+        r.push(
+            Packet::new(0, Kind::Rtp, false, Instant::now(), bytes(2, 20)),
+            None,
+        );
+        r.push(
+            Packet::new(1, Kind::Rtcp, false, Instant::now(), bytes(3, 8)),
+            None,
+        );
+        r.frame(1);
+        let (a, b, c) = (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap());
+        assert_eq!(
+            (a.data(), b.data(), c.data()),
+            (&[1; 10][..], &[2; 20][..], &[3; 8][..])
+        );
+        let (fb, fc) = (b.framed().unwrap(), c.framed().unwrap());
+        // The second frame's two packets share one buffer, back to back, each with its header.
+        assert_eq!(fb.block.as_ptr(), fc.block.as_ptr());
+        assert_eq!((fb.start, fb.end, fc.start, fc.end), (0, 24, 24, 36));
+        assert_eq!(&fb.block[..4], &[b'$', 0, 0, 20]);
+        assert_eq!((fb.channel(), fc.channel()), (0, 3));
+        assert_ne!(a.framed().unwrap().block.as_ptr(), fb.block.as_ptr());
+        // Framing twice changes nothing.
+        let before = fb.block.as_ptr();
+        r.frame(0);
+        assert_eq!(r.get(1).unwrap().framed().unwrap().block.as_ptr(), before);
     }
 
     #[test]

@@ -334,13 +334,7 @@ impl Stream {
                 st.last[track] = rtp;
             }
         }
-        let packet = Packet {
-            track,
-            kind,
-            key,
-            at,
-            data,
-        };
+        let packet = Packet::new(track, kind, key, at, data);
         if sender_report {
             st.last_sr[track] = Some(packet.clone());
         }
@@ -356,6 +350,8 @@ impl Stream {
     }
 
     fn publish(&self, mut st: MutexGuard<'_, State>) {
+        let from = st.published;
+        st.ring.frame(from);
         st.published = st.ring.head();
         st.unpublished = 0;
         st.pending_since = None;

@@ -59,7 +59,7 @@ fn drain(r: &mut Reader) -> Vec<(usize, u16)> {
         }
         for p in batch.drain(..) {
             if !p.is_rtcp() {
-                out.push((p.track, RtpHeader::parse(&p.data).unwrap().sequence));
+                out.push((p.track, RtpHeader::parse(p.data()).unwrap().sequence));
             }
         }
     }
@@ -243,7 +243,7 @@ fn a_joining_reader_gets_the_last_sender_report_first() {
     let mut r = join(&s, Start::Cache);
     let mut batch = Vec::new();
     r.try_recv(&mut batch, 64).unwrap();
-    assert!(batch[0].is_rtcp() && batch[0].track == 1 && batch[0].data[..] == sr[..]);
+    assert!(batch[0].is_rtcp() && batch[0].track == 1 && batch[0].data() == &sr[..]);
     assert!(!batch[1].is_rtcp());
     assert_eq!(batch.len(), 2, "the junk was not relayed");
 }

@@ -33,6 +33,7 @@ mod rtsp;
 pub mod sessions;
 pub mod shared;
 pub mod state;
+pub mod stop;
 pub mod tls;
 mod udp;
 pub mod worker;

@@ -18,10 +18,12 @@ use super::media;
 use super::session::{Role, Session, TrackTransport};
 use crate::activity::Activity;
 use crate::shared::Shared;
+use crate::stop::Stopped;
 use bytes::{Bytes, BytesMut};
 use finch_config::Config;
 use finch_proto::rtsp::{Item, Parser, Response};
 use finch_relay::{Ended, Kind, Packet};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,8 +125,10 @@ impl Conn {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let timeout = Duration::from_secs(self.config.rtsp.session_timeout_secs);
         let write_timeout = Duration::from_secs(self.config.rtsp.write_timeout_secs);
-        // Cloned so a blocked write can race it while `self` is borrowed.
-        let cancel = self.cancel.clone();
+        // Owned so a blocked write can race them while `self` is borrowed; cheap to poll on
+        // every wake (see `stop`).
+        let mut stopped = Stopped::new(self.cancel.clone());
+        let mut faulted = Stopped::new(fault);
         loop {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
@@ -133,8 +137,8 @@ impl Conn {
             let flush_at = self.flush_at;
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return "closed by the server",
-                _ = fault.cancelled() => panic!("injected fault: panic in a connection task"),
+                _ = &mut stopped => return "closed by the server",
+                _ = &mut faulted => panic!("injected fault: panic in a connection task"),
                 r = sock.read_buf(&mut rbuf) => match r {
                     Ok(0) => return "peer closed",
                     Ok(_) => {
@@ -166,12 +170,17 @@ impl Conn {
                         batch.clear();
                         continue;
                     };
-                    let written = tokio::select! {
-                        _ = cancel.cancelled() => return "closed by the server",
-                        w = tokio::time::timeout(
-                            write_timeout,
-                            media::write(&mut sock, udp.as_deref(), playing, tracks, &batch, &mut scratch),
-                        ) => w,
+                    let written = {
+                        let write = media::write(&mut sock, udp.as_deref(), playing, tracks, &batch, &mut scratch);
+                        let mut write = std::pin::pin!(write);
+                        // Nearly always the socket takes the batch at once: no timer for that.
+                        match poll_once(write.as_mut()).await {
+                            Some(w) => Ok(w),
+                            None => tokio::select! {
+                                _ = &mut stopped => return "closed by the server",
+                                w = tokio::time::timeout(write_timeout, write) => w,
+                            },
+                        }
                     };
                     batch.clear();
                     match written {
@@ -185,7 +194,8 @@ impl Conn {
                         Err(_) => return "write timed out",
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_millis(50)), if self.waiting.is_some() => {
+                // (Sleeps built lazily: a disabled branch's future is still built on every wake.)
+                _ = sleep_for(Duration::from_millis(50)), if self.waiting.is_some() => {
                     // An on-demand camera is starting: answer once it is live or the wait is over.
                     let live = self.waiting.as_ref().and_then(|r| finch_proto::uri::request_path(&r.uri))
                         .is_some_and(|p| self.shared.registry.live_stream(&p).is_some());
@@ -201,7 +211,7 @@ impl Conn {
                         more = true;
                     }
                 }
-                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now).into()), if flush_at.is_some() => {
+                _ = sleep_until(flush_at), if flush_at.is_some() => {
                     self.flush_at = None;
                     if let Some(Session { role: Role::Publisher(p), .. }) = &self.session {
                         p.publisher.flush();
@@ -227,7 +237,7 @@ impl Conn {
                 if !self.out.is_empty() {
                     let out = self.out.split();
                     let written = tokio::select! {
-                        _ = cancel.cancelled() => return "closed by the server",
+                        _ = &mut stopped => return "closed by the server",
                         w = tokio::time::timeout(write_timeout, sock.write_all(&out)) => w,
                     };
                     if !matches!(written, Ok(Ok(()))) {
@@ -360,6 +370,27 @@ impl Conn {
         if let Some(s) = self.session.take() {
             tracing::info!(session = %s.id, path = %s.path, "session ended");
         }
+    }
+}
+
+/// Polls `f` once: its output if it is ready at once, else `None` (it stays pinned, to be
+/// awaited further).
+async fn poll_once<F: Future>(mut f: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+async fn sleep_for(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

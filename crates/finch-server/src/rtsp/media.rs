@@ -1,11 +1,12 @@
 //! Writing a playing reader's packets: interleaved `$` frames in its RTSP connection (one
-//! `writev` per batch, the packets' own buffers as the iovecs, no copy), or datagrams from the
-//! shared UDP pair to its client ports.
+//! `writev` per batch, no copy: runs of packets its frame's shared buffer already holds framed
+//! on the reader's channels go out as one slice each, other packets as header and body), or
+//! datagrams from the shared UDP pair to its client ports.
 
 use super::session::{Playing, TrackTransport};
 use crate::udp::Udp;
 use finch_proto::rtsp::write_interleaved_header;
-use finch_relay::Packet;
+use finch_relay::{Framed, Packet};
 use std::io::IoSlice;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -28,6 +29,14 @@ pub(crate) struct Written {
     pub(crate) tcp_bytes: u64,
 }
 
+/// One piece of a `writev`.
+enum Piece<'a> {
+    /// Framed packets back to back in one shared buffer: the first one and the run's end.
+    Run(Framed<'a>, usize),
+    /// A header from `Scratch::headers` (by index) and the packet.
+    Packet(usize, &'a [u8]),
+}
+
 /// Writes one batch to the reader; counts what went out.
 pub(crate) async fn write<W: AsyncWrite + Unpin>(
     sock: &mut W,
@@ -38,24 +47,42 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
     scratch: &mut Scratch,
 ) -> std::io::Result<Written> {
     scratch.headers.clear();
-    let mut bodies: Vec<&[u8]> = Vec::with_capacity(batch.len());
-    let (mut packets, mut bytes, mut tcp_bytes) = (0u64, 0u64, 0u64);
+    let mut pieces: Vec<Piece<'_>> = Vec::with_capacity(batch.len());
+    let (mut packets, mut bytes, mut tcp_bytes, mut tcp_packets) = (0u64, 0u64, 0u64, 0u64);
     for p in batch {
         match tracks.get(p.track).copied().flatten() {
             Some(TrackTransport::Tcp { rtp, rtcp }) => {
                 let ch = if p.is_rtcp() { rtcp } else { rtp };
-                if let Some(h) = write_interleaved_header(ch, p.data.len()) {
-                    scratch.headers.push(h);
-                    bodies.push(&p.data);
-                    tcp_bytes += p.data.len() as u64;
+                let len = p.data().len() as u64;
+                match p.framed() {
+                    Some(f) if f.channel() == ch => {
+                        if let Some(Piece::Run(first, end)) = pieces.last_mut() {
+                            if first.block.as_ptr() == f.block.as_ptr() && *end == f.start {
+                                *end = f.end;
+                                tcp_bytes += len;
+                                tcp_packets += 1;
+                                continue;
+                            }
+                        }
+                        pieces.push(Piece::Run(f, f.end));
+                    }
+                    _ => {
+                        let Some(h) = write_interleaved_header(ch, p.data().len()) else {
+                            continue;
+                        };
+                        scratch.headers.push(h);
+                        pieces.push(Piece::Packet(scratch.headers.len() - 1, p.data()));
+                    }
                 }
+                tcp_bytes += len;
+                tcp_packets += 1;
             }
             Some(TrackTransport::Udp { rtp, rtcp, pair }) => {
                 let Some(udp) = udp else { continue };
                 let to = if p.is_rtcp() { rtcp } else { rtp };
-                if udp.send(pair, p.is_rtcp(), &p.data, to).await {
+                if udp.send(pair, p.is_rtcp(), p.data(), to).await {
                     packets += 1;
-                    bytes += p.data.len() as u64;
+                    bytes += p.data().len() as u64;
                 }
                 if playing.paced > 0 {
                     playing.paced -= 1;
@@ -67,11 +94,16 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
             None => {}
         }
     }
-    if !bodies.is_empty() {
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * bodies.len());
-        for (h, b) in scratch.headers.iter().zip(&bodies) {
-            slices.push(IoSlice::new(h));
-            slices.push(IoSlice::new(b));
+    if !pieces.is_empty() {
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * pieces.len());
+        for piece in &pieces {
+            match *piece {
+                Piece::Run(f, end) => slices.push(IoSlice::new(&f.block[f.start..end])),
+                Piece::Packet(h, data) => {
+                    slices.push(IoSlice::new(&scratch.headers[h]));
+                    slices.push(IoSlice::new(data));
+                }
+            }
         }
         let mut rest: &mut [IoSlice<'_>] = &mut slices;
         while !rest.is_empty() {
@@ -81,7 +113,7 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
             }
             IoSlice::advance_slices(&mut rest, n);
         }
-        packets += bodies.len() as u64;
+        packets += tcp_packets;
         bytes += tcp_bytes;
     }
     playing.reader.sent(packets, bytes);
