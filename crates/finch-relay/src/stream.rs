@@ -87,9 +87,12 @@ pub enum JoinError {
 }
 
 /// Readers are woken at least every this many packets, for sources that never mark frame ends.
-const WAKE_EVERY_PACKETS: usize = 32;
-/// … and at least this often (by packet arrival times).
-const WAKE_EVERY: Duration = Duration::from_millis(10);
+const WAKE_EVERY_PACKETS: usize = 64;
+/// … and at most this long after the first packet they have not seen. Audio and RTCP of a stream
+/// with video wait for the next video frame end (one wake and one write per frame, not one more
+/// per audio packet: a G.711 camera sends 50 a second), which at 25 fps comes within 40 ms; this
+/// bound covers slower video. Players' jitter buffers (ffplay, GStreamer: 200 ms) absorb it.
+const WAKE_EVERY: Duration = Duration::from_millis(50);
 
 /// A published stream: its description, its ring and its readers.
 pub struct Stream {
@@ -294,6 +297,7 @@ impl Stream {
             Kind::Rtcp => match finch_proto::rtcp::packet_types(&data) {
                 Ok(types) => {
                     sender_report = types.contains(&finch_proto::rtcp::SENDER_REPORT);
+                    frame_end = self.video.is_none();
                     // A new source's report before its packets set the mapping: dropped.
                     data = st.continuity.rtcp(track, data)?;
                 }
@@ -316,7 +320,8 @@ impl Stream {
                         }
                         frame_end = h.marker;
                     }
-                    Some(_) => {}
+                    // Published with the next video frame (see WAKE_EVERY).
+                    Some(_) => frame_end = false,
                     // Without video every packet is a fine place to start or resume.
                     None => key = true,
                 }

@@ -120,6 +120,8 @@ fn without_a_usable_cache_a_new_reader_waits_for_the_next_keyframe() {
         );
         push(&s, 0, video(7, 7, &[0x65]));
         push(&s, 1, audio(2));
+        // The audio waits for the next video frame end, or for its flush deadline.
+        s.flush();
         assert_eq!(drain(&mut r), vec![(0, 7), (1, 2)]);
     }
 }
@@ -133,6 +135,7 @@ fn a_reader_gets_only_the_tracks_it_set_up() {
         push(&s, 0, video(100 + i, u32::from(i), &[0x41]));
         push(&s, 1, audio(i));
     }
+    s.flush();
     let got = drain(&mut audio_only);
     assert_eq!(got.len(), 50);
     assert!(got.iter().all(|(t, _)| *t == 1), "{got:?}");
@@ -157,6 +160,22 @@ fn readers_wake_once_a_frame_is_complete() {
 }
 
 #[test]
+fn audio_goes_out_with_the_next_video_frame_not_on_its_own() {
+    let s = stream(params(64));
+    let mut r = join(&s, Start::Cache);
+    let at = Instant::now();
+    push(&s, 0, video(1, 0, &[0x65]));
+    assert_eq!(seqs(&mut r), vec![1]);
+    // Audio between two frames: no wake, but a deadline for the caller.
+    assert!(s.push(1, Kind::Rtp, audio(1), at).is_some());
+    let mut batch = Vec::new();
+    assert_eq!(r.try_recv(&mut batch, 64).unwrap(), 0);
+    // The next frame's end publishes them with it, in arrival order.
+    push(&s, 0, video(2, 3600, &[0x41]));
+    assert_eq!(drain(&mut r), vec![(1, 1), (0, 2)]);
+}
+
+#[test]
 fn a_source_s_last_unmarked_packets_are_flushed_not_held_back() {
     let s = stream(params(64));
     let mut r = join(&s, Start::Cache);
@@ -164,7 +183,7 @@ fn a_source_s_last_unmarked_packets_are_flushed_not_held_back() {
     let unmarked = |seq: u16, nal: u8| Bytes::from(build_packet(96, false, seq, 0, 1, &[nal]));
     assert_eq!(
         s.push(0, Kind::Rtp, unmarked(1, 0x65), at),
-        Some(at + std::time::Duration::from_millis(10)),
+        Some(at + std::time::Duration::from_millis(50)),
         "the caller is told when to flush"
     );
     assert!(seqs(&mut r).is_empty());

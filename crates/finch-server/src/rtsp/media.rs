@@ -1,13 +1,14 @@
 //! Writing a playing reader's packets: interleaved `$` frames in its RTSP connection (one
 //! `writev` per batch, no copy: runs of packets its frame's shared buffer already holds framed
 //! on the reader's channels go out as one slice each, other packets as header and body), or
-//! datagrams from the shared UDP pair to its client ports.
+//! datagrams from the shared UDP pair to its client ports (one `sendmmsg` per batch).
 
 use super::session::{Playing, TrackTransport};
 use crate::udp::Udp;
 use finch_proto::rtsp::write_interleaved_header;
 use finch_relay::{Framed, Packet};
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -37,6 +38,32 @@ enum Piece<'a> {
     Packet(usize, &'a [u8]),
 }
 
+/// A batch's datagrams for one UDP pair, sent together.
+#[derive(Default)]
+struct Datagrams<'a> {
+    pair: Option<usize>,
+    rtp: Vec<(&'a [u8], SocketAddr)>,
+    rtcp: Vec<(&'a [u8], SocketAddr)>,
+}
+
+impl Datagrams<'_> {
+    /// Sends what is queued (one `sendmmsg` per socket) and counts what went out.
+    async fn flush(&mut self, udp: &Udp, packets: &mut u64, bytes: &mut u64) {
+        let Some(pair) = self.pair else { return };
+        for (rtcp, list) in [(false, &mut self.rtp), (true, &mut self.rtcp)] {
+            if list.is_empty() {
+                continue;
+            }
+            let len: u64 = list.iter().map(|(d, _)| d.len() as u64).sum();
+            let sent = udp.send_batch(pair, rtcp, list).await as u64;
+            *packets += sent;
+            // A refused datagram is rare and of one reader: count the bytes pro rata.
+            *bytes += len * sent / list.len() as u64;
+            list.clear();
+        }
+    }
+}
+
 /// Writes one batch to the reader; counts what went out.
 pub(crate) async fn write<W: AsyncWrite + Unpin>(
     sock: &mut W,
@@ -49,6 +76,7 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
     scratch.headers.clear();
     let mut pieces: Vec<Piece<'_>> = Vec::with_capacity(batch.len());
     let (mut packets, mut bytes, mut tcp_bytes, mut tcp_packets) = (0u64, 0u64, 0u64, 0u64);
+    let mut out = Datagrams::default();
     for p in batch {
         match tracks.get(p.track).copied().flatten() {
             Some(TrackTransport::Tcp { rtp, rtcp }) => {
@@ -79,20 +107,28 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
             }
             Some(TrackTransport::Udp { rtp, rtcp, pair }) => {
                 let Some(udp) = udp else { continue };
-                let to = if p.is_rtcp() { rtcp } else { rtp };
-                if udp.send(pair, p.is_rtcp(), p.data(), to).await {
-                    packets += 1;
-                    bytes += p.data().len() as u64;
+                if out.pair.is_some_and(|q| q != pair) {
+                    out.flush(udp, &mut packets, &mut bytes).await;
+                }
+                out.pair = Some(pair);
+                if p.is_rtcp() {
+                    out.rtcp.push((p.data(), rtcp));
+                } else {
+                    out.rtp.push((p.data(), rtp));
                 }
                 if playing.paced > 0 {
                     playing.paced -= 1;
                     if playing.paced.is_multiple_of(UDP_BURST_PACKETS_PER_MS) {
+                        out.flush(udp, &mut packets, &mut bytes).await;
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
             }
             None => {}
         }
+    }
+    if let Some(udp) = udp {
+        out.flush(udp, &mut packets, &mut bytes).await;
     }
     if !pieces.is_empty() {
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * pieces.len());

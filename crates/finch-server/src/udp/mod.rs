@@ -10,6 +10,7 @@
 //! IPv6-only (see `net`), so an IPv4 client that only an IPv6 pair could serve is refused at
 //! SETUP (461, it can fall back to TCP) instead of being answered 200 and sent nothing.
 
+mod mmsg;
 mod recv;
 mod routes;
 
@@ -135,6 +136,25 @@ impl Udp {
         };
         let socket = if rtcp { &p.rtcp } else { &p.rtp };
         socket.send_to(data, p.destination(to)).await.is_ok()
+    }
+
+    /// Sends datagrams from a pair's RTP or RTCP socket in as few system calls as the kernel
+    /// allows (`sendmmsg`); how many went out. As with [`Udp::send`], an error concerns its
+    /// datagram only.
+    pub async fn send_batch(
+        &self,
+        pair: usize,
+        rtcp: bool,
+        msgs: &mut [(&[u8], SocketAddr)],
+    ) -> usize {
+        let Some(p) = self.pairs.get(pair) else {
+            return 0;
+        };
+        for m in msgs.iter_mut() {
+            m.1 = p.destination(m.1);
+        }
+        let socket = if rtcp { &p.rtcp } else { &p.rtp };
+        mmsg::send_all(socket, msgs).await
     }
 
     /// Runs the receive loops of every pair until `cancel` fires.
