@@ -17,6 +17,7 @@
 
 mod continuity;
 mod counters;
+pub mod interleaved;
 mod packet;
 mod params;
 mod path;
@@ -26,6 +27,7 @@ mod ring;
 mod stream;
 
 pub use counters::{ReaderStats, Totals};
+pub use interleaved::Interleaved;
 pub use packet::{Framed, Kind, Packet, PACKET_OVERHEAD};
 pub use path::{Evict, PathEntry, PathState, Policy, SourceInfo, SourceKind};
 pub use reader::{Ended, Reader, ReaderInfo, Start};

@@ -481,3 +481,52 @@ fn a_takeover_evicts_the_old_source_and_a_different_stream_closes_the_readers() 
         .unwrap();
     assert!(stream.is_closed());
 }
+
+#[test]
+fn a_published_frame_goes_out_as_one_iovec_of_interleaved_packets() {
+    use crate::interleaved::{Interleaved, MAX_SLICES};
+    use std::io::IoSlice;
+    let s = stream(params(64));
+    let mut r = join(&s, Start::Cache);
+    let at = Instant::now();
+    let part = |seq: u16, marker: bool, nal: u8| {
+        Bytes::from(build_packet(96, marker, seq, 0, 1, &[nal; 300]))
+    };
+    let sent = [
+        part(1, false, 0x65),
+        part(2, false, 0x65),
+        part(3, true, 0x65),
+    ];
+    for p in &sent {
+        s.push(0, Kind::Rtp, p.clone(), at);
+    }
+    let mut batch = Vec::new();
+    assert_eq!(r.try_recv(&mut batch, 64).unwrap(), 3);
+    let mut a = Interleaved::default();
+    for i in 0..batch.len() {
+        assert!(a.push(&batch, i, 0));
+    }
+    let mut slots = [IoSlice::new(&[]); MAX_SLICES];
+    assert_eq!(
+        a.slices(&batch, 0, &mut slots),
+        (1, 1),
+        "one run, one iovec"
+    );
+    let expected: Vec<u8> = sent
+        .iter()
+        .flat_map(|p| {
+            [b'$', 0, (p.len() >> 8) as u8, p.len() as u8]
+                .into_iter()
+                .chain(p.iter().copied())
+        })
+        .collect();
+    assert_eq!(&slots[0][..], &expected[..]);
+    // On other channels the same packets need headers of their own.
+    let mut b = Interleaved::default();
+    for i in 0..batch.len() {
+        assert!(b.push(&batch, i, 6));
+    }
+    let mut slots = [IoSlice::new(&[]); MAX_SLICES];
+    assert_eq!(b.slices(&batch, 0, &mut slots), (3, 6));
+    assert_eq!(b.len(), expected.len());
+}

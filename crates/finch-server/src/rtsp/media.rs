@@ -5,8 +5,8 @@
 
 use super::session::{Playing, TrackTransport};
 use crate::udp::Udp;
-use finch_proto::rtsp::write_interleaved_header;
-use finch_relay::{Framed, Packet};
+use finch_relay::interleaved::{Interleaved, MAX_SLICES};
+use finch_relay::Packet;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,21 +21,13 @@ const UDP_BURST_PACKETS_PER_MS: u64 = 8;
 /// Buffers reused from batch to batch.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    headers: Vec<[u8; 4]>,
+    tcp: Interleaved,
 }
 
 /// What a batch cost.
 pub(crate) struct Written {
     /// Bytes the TCP peer took.
     pub(crate) tcp_bytes: u64,
-}
-
-/// One piece of a `writev`.
-enum Piece<'a> {
-    /// Framed packets back to back in one shared buffer: the first one and the run's end.
-    Run(Framed<'a>, usize),
-    /// A header from `Scratch::headers` (by index) and the packet.
-    Packet(usize, &'a [u8]),
 }
 
 /// A batch's datagrams for one UDP pair, sent together.
@@ -73,37 +65,18 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
     batch: &[Packet],
     scratch: &mut Scratch,
 ) -> std::io::Result<Written> {
-    scratch.headers.clear();
-    let mut pieces: Vec<Piece<'_>> = Vec::with_capacity(batch.len());
-    let (mut packets, mut bytes, mut tcp_bytes, mut tcp_packets) = (0u64, 0u64, 0u64, 0u64);
+    let tcp = &mut scratch.tcp;
+    tcp.clear();
+    let (mut packets, mut bytes, mut tcp_packets) = (0u64, 0u64, 0u64);
     let mut out = Datagrams::default();
-    for p in batch {
+    for (i, p) in batch.iter().enumerate() {
         match tracks.get(p.track).copied().flatten() {
             Some(TrackTransport::Tcp { rtp, rtcp }) => {
                 let ch = if p.is_rtcp() { rtcp } else { rtp };
-                let len = p.data().len() as u64;
-                match p.framed() {
-                    Some(f) if f.channel() == ch => {
-                        if let Some(Piece::Run(first, end)) = pieces.last_mut() {
-                            if first.block.as_ptr() == f.block.as_ptr() && *end == f.start {
-                                *end = f.end;
-                                tcp_bytes += len;
-                                tcp_packets += 1;
-                                continue;
-                            }
-                        }
-                        pieces.push(Piece::Run(f, f.end));
-                    }
-                    _ => {
-                        let Some(h) = write_interleaved_header(ch, p.data().len()) else {
-                            continue;
-                        };
-                        scratch.headers.push(h);
-                        pieces.push(Piece::Packet(scratch.headers.len() - 1, p.data()));
-                    }
+                if tcp.push(batch, i, ch) {
+                    bytes += p.data().len() as u64;
+                    tcp_packets += 1;
                 }
-                tcp_bytes += len;
-                tcp_packets += 1;
             }
             Some(TrackTransport::Udp { rtp, rtcp, pair }) => {
                 let Some(udp) = udp else { continue };
@@ -130,27 +103,28 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
     if let Some(udp) = udp {
         out.flush(udp, &mut packets, &mut bytes).await;
     }
-    if !pieces.is_empty() {
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * pieces.len());
-        for piece in &pieces {
-            match *piece {
-                Piece::Run(f, end) => slices.push(IoSlice::new(&f.block[f.start..end])),
-                Piece::Packet(h, data) => {
-                    slices.push(IoSlice::new(&scratch.headers[h]));
-                    slices.push(IoSlice::new(data));
-                }
-            }
-        }
-        let mut rest: &mut [IoSlice<'_>] = &mut slices;
-        while !rest.is_empty() {
-            let n = sock.write_vectored(rest).await?;
+    let mut tcp_bytes = 0;
+    if !tcp.is_empty() {
+        // On the stack: no allocation per batch (a frame is usually one slice).
+        let mut slots = [IoSlice::new(&[]); MAX_SLICES];
+        let mut from = 0;
+        while from < tcp.pieces() {
+            let (next, n) = tcp.slices(batch, from, &mut slots);
             if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+                break;
             }
-            IoSlice::advance_slices(&mut rest, n);
+            let mut rest: &mut [IoSlice<'_>] = &mut slots[..n];
+            while !rest.is_empty() {
+                let n = sock.write_vectored(rest).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                IoSlice::advance_slices(&mut rest, n);
+            }
+            from = next;
         }
         packets += tcp_packets;
-        bytes += tcp_bytes;
+        tcp_bytes = tcp.len() as u64;
     }
     playing.reader.sent(packets, bytes);
     Ok(Written { tcp_bytes })
