@@ -65,7 +65,8 @@ struct ReadArgs {
     /// Readers (at most 20000).
     #[arg(long, default_value_t = 100)]
     readers: usize,
-    /// Seconds of reading per reader (at most 600).
+    /// Seconds every reader reads once the last one has started (at most 600): readers that
+    /// ramp in earlier read for longer, so all N are on the server together for this long.
     #[arg(long, default_value_t = 10)]
     secs: u64,
     /// The server's pid, to report the CPU and memory of its process tree.
@@ -120,14 +121,21 @@ async fn read(args: ReadArgs) -> anyhow::Result<()> {
     let cpu0 = args.pid.and_then(procstat::tree_cpu_secs);
     let rss0 = args.pid.and_then(procstat::tree_rss_kib);
     let peak = args.pid.map(procstat::RssPeak::start);
+    let own0 = procstat::own_cpu_secs();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.readers);
     let step = args.ramp_per_sec.div_ceil(10).max(1);
+    // The ramp sleeps 100 ms every `step` readers.
+    let ramp = if args.ramp_per_sec == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(100) * ((args.readers.saturating_sub(1)) as u64 / step) as u32
+    };
+    let deadline = started + ramp + Duration::from_secs(args.secs);
     for i in 0..args.readers {
         if args.ramp_per_sec > 0 && i > 0 && (i as u64).is_multiple_of(step) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let deadline = Instant::now() + Duration::from_secs(args.secs);
         let url = url.clone();
         tasks.push(tokio::spawn(async move {
             reader::read(&url, udp, started, deadline).await
@@ -145,6 +153,10 @@ async fn read(args: ReadArgs) -> anyhow::Result<()> {
         },
         rss_before_kib: rss0,
         rss_peak_kib: peak.map(procstat::RssPeak::finish),
+        client_cpu_s: match (own0, procstat::own_cpu_secs()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        },
     };
     let s = Summary::new(&records, wall, cost);
     for e in &s.errors {

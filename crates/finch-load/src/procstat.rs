@@ -59,6 +59,14 @@ pub fn tree_cpu_secs(root: u32) -> Option<f64> {
     Some(ticks / hz)
 }
 
+/// CPU seconds this process has used.
+pub fn own_cpu_secs() -> Option<f64> {
+    let (_, ticks) = stat(std::process::id())?;
+    // SAFETY: as above.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
 /// Resident memory of `root`'s tree, in KiB (VmRSS of each process).
 pub fn tree_rss_kib(root: u32) -> Option<u64> {
     stat(root)?;

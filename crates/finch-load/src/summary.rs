@@ -45,6 +45,9 @@ pub struct Summary {
     pub server_rss_peak_kib: Option<u64>,
     /// (peak - before) / readers.
     pub server_kib_per_reader: Option<f64>,
+    /// The load tool's own CPU over the run: near `wall_s` it was the bottleneck, not the
+    /// server (it runs on one core).
+    pub client_cpu_s: Option<f64>,
     /// The first few reasons readers failed.
     pub errors: Vec<String>,
 }
@@ -68,6 +71,8 @@ pub struct ServerCost {
     pub cpu_s: Option<f64>,
     pub rss_before_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
+    /// The load tool's own CPU seconds (not the server's, but reported with its cost).
+    pub client_cpu_s: Option<f64>,
 }
 
 impl Summary {
@@ -123,6 +128,7 @@ impl Summary {
                 (Some(a), Some(b)) if n > 0 => Some(b.saturating_sub(a) as f64 / n as f64),
                 _ => None,
             },
+            client_cpu_s: server.client_cpu_s,
             errors: records
                 .iter()
                 .filter_map(|r| r.error.clone())
@@ -183,6 +189,7 @@ mod tests {
                 cpu_s: Some(0.5),
                 rss_before_kib: Some(1000),
                 rss_peak_kib: Some(1400),
+                client_cpu_s: None,
             },
         );
         assert_eq!((s.played, s.failed, s.cut), (3, 1, 1));
