@@ -171,6 +171,7 @@ pub async fn run(
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     }
     let mut state = shared.state.subscribe();
+    let sentinel = heartbeat::Sentinel::start();
     let mut tick = tokio::time::interval(HEARTBEAT);
     let mut status = stats::StatusLines::new();
     let mut ticks: u64 = 0;
@@ -180,7 +181,7 @@ pub async fn run(
             _ = stop.drain.cancelled() => break Exit::Clean,
             _ = state.changed() => {}
             _ = tick.tick() => {
-                heartbeat::beat(&shared).await;
+                heartbeat::beat(&shared, &sentinel).await;
                 // Paths whose source did not come back within its grace close now.
                 shared.registry.expire(std::time::Instant::now());
                 ticks += 1;
