@@ -358,6 +358,11 @@ impl Publisher {
         Publisher(ffmpeg_from_clip(out))
     }
 
+    /// Whether ffmpeg is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
     /// Stops publishing abruptly (the TCP connection closes without TEARDOWN).
     pub fn kill(&mut self) {
         let _ = self.0.kill();
@@ -492,4 +497,21 @@ pub fn ffmpeg_count_frames(url: &str, transport: &str, secs: u32) -> u64 {
         .filter_map(|n| n.trim().parse().ok())
         .next_back()
         .unwrap_or(0)
+}
+
+/// GStreamer playing `url` over TCP for `secs` (rtspsrc ! depay ! parse ! decode ! fakesink):
+/// the frames it decoded, and its stderr.
+pub fn gst_play_tcp(url: &str, secs: u64) -> (usize, String) {
+    let out = std::process::Command::new("timeout")
+        .args([&secs.to_string(), "gst-launch-1.0", "-v", "rtspsrc"])
+        .arg(format!("location={url}"))
+        .args(["protocols=tcp", "!", "rtph264depay", "!", "h264parse", "!"])
+        .args(["avdec_h264", "!", "fakesink", "silent=false"])
+        .output()
+        .unwrap();
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("fakesink0: last-message = chain"))
+        .count();
+    (frames, String::from_utf8_lossy(&out.stderr).into_owned())
 }

@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod cli;
 mod describe;
+mod handover;
 mod harness;
 mod lifecycle;
 mod limits;

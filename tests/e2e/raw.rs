@@ -145,6 +145,11 @@ impl Raw {
         }
     }
 
+    /// Takes what was read past the last response (media that came with PLAY's answer, say).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Whether the server has closed the connection (reads until EOF, discarding data).
     pub fn closed_within(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;

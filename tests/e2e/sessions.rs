@@ -274,15 +274,7 @@ fn gstreamer_retina_and_ffmpeg_play_on_through_a_publisher_that_dies_and_comes_b
     // Each plays for 14 s: killed 3 s in, the publisher is back about a second later.
     let gst = {
         let url = url.clone();
-        std::thread::spawn(move || {
-            std::process::Command::new("timeout")
-                .args(["14", "gst-launch-1.0", "-v", "rtspsrc"])
-                .arg(format!("location={url}"))
-                .args(["protocols=tcp", "!", "rtph264depay", "!", "h264parse", "!"])
-                .args(["avdec_h264", "!", "fakesink", "silent=false"])
-                .output()
-                .unwrap()
-        })
+        std::thread::spawn(move || gst_play_tcp(&url, 14))
     };
     let retina = {
         let url = url.clone();
@@ -319,16 +311,8 @@ fn gstreamer_retina_and_ffmpeg_play_on_through_a_publisher_that_dies_and_comes_b
     );
     // At 25 fps, at most ~125 frames can come before the kill (a GOP from the cache and 3 s):
     // more than 220 means the player went on with the new publisher's.
-    let out = gst.join().unwrap();
-    let frames = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("fakesink0: last-message = chain"))
-        .count();
-    assert!(
-        frames > 220,
-        "gst: {frames} frames\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (frames, gst_err) = gst.join().unwrap();
+    assert!(frames > 220, "gst: {frames} frames\n{gst_err}");
     let seen = retina.join().unwrap().unwrap();
     assert!(
         seen.frames > 220 && seen.error.is_none() && !seen.ended,

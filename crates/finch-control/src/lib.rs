@@ -14,6 +14,15 @@ use serde::{Deserialize, Serialize};
 /// (Not `FINCH_`-prefixed: those are config overrides.)
 pub const CONTROL_FD_ENV: &str = "_FINCH_CONTROL_FD";
 
+/// Set in a worker started to replace a serving one: it waits for that worker's sessions
+/// (a graceful restart's handover).
+pub const ADOPT_ENV: &str = "_FINCH_ADOPT";
+
+/// The message of a graceful restart's entry once the new worker took sessions over.
+pub fn handed_over_message(publishers: usize, readers: usize, connections: usize) -> String {
+    format!("graceful restart: handed over publishers={publishers} readers={readers} connections={connections}")
+}
+
 /// Restart history kept: the most recent entries.
 pub const MAX_RESTARTS: usize = 100;
 /// Error-log entries kept in the ring.
@@ -91,6 +100,13 @@ pub enum ToSupervisor {
     },
     /// An operator asked for a graceful restart (API).
     Restart,
+    /// This worker took over its predecessor's connections on a graceful restart.
+    HandedOver {
+        publishers: usize,
+        readers: usize,
+        /// Connections without a session yet.
+        connections: usize,
+    },
     /// A reload was validated and applied: the config a restarted worker must use.
     Config {
         /// The effective config as TOML.

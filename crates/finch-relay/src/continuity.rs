@@ -10,7 +10,8 @@
 //! the way in (its header changes), never per reader.
 
 use bytes::{Bytes, BytesMut};
-use std::time::Instant;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
 /// What readers have been sent of one track.
 #[derive(Debug, Clone)]
@@ -171,6 +172,75 @@ impl Continuity {
         put64(&mut m, 8, out_ntp);
         put32(&mut m, 16, out_ts);
         Some(m.freeze())
+    }
+}
+
+/// A stream's numbering as a graceful restart carries it to the next worker, so the stream
+/// there goes on where this one stopped (the same source, so no new mapping is made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Numbering {
+    active: bool,
+    tracks: Vec<TrackNumbering>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TrackNumbering {
+    ssrc: Option<u32>,
+    pt: Option<u8>,
+    /// The last (seq, rtptime) sent, and how long ago (µs) it arrived.
+    last: Option<(u16, u32, u64)>,
+    seq_delta: u16,
+    ts_delta: u32,
+    source_ssrc: Option<u32>,
+    last_sr: Option<(u64, u32)>,
+    ntp_delta: Option<u64>,
+}
+
+impl Continuity {
+    /// The state to carry.
+    pub(crate) fn numbering(&self, now: Instant) -> Numbering {
+        Numbering {
+            active: self.active,
+            tracks: self
+                .tracks
+                .iter()
+                .map(|t| TrackNumbering {
+                    ssrc: t.ssrc,
+                    pt: t.pt,
+                    last: t.last.map(|(s, ts, at)| {
+                        (s, ts, now.saturating_duration_since(at).as_micros() as u64)
+                    }),
+                    seq_delta: t.seq_delta,
+                    ts_delta: t.ts_delta,
+                    source_ssrc: t.source_ssrc,
+                    last_sr: t.last_sr,
+                    ntp_delta: t.ntp_delta,
+                })
+                .collect(),
+        }
+    }
+
+    /// Goes on from a carried state (same tracks, same source); false if it does not fit.
+    pub(crate) fn resume(&mut self, n: &Numbering, now: Instant) -> bool {
+        if n.tracks.len() != self.tracks.len() {
+            return false;
+        }
+        self.active = n.active;
+        for (t, c) in self.tracks.iter_mut().zip(&n.tracks) {
+            t.ssrc = c.ssrc;
+            t.pt = c.pt;
+            t.last = c.last.map(|(s, ts, age)| {
+                let at = now.checked_sub(Duration::from_micros(age)).unwrap_or(now);
+                (s, ts, at)
+            });
+            t.seq_delta = c.seq_delta;
+            t.ts_delta = c.ts_delta;
+            t.source_ssrc = c.source_ssrc;
+            t.pending = false;
+            t.last_sr = c.last_sr;
+            t.ntp_delta = c.ntp_delta;
+        }
+        true
     }
 }
 

@@ -26,6 +26,7 @@ mod registry;
 mod ring;
 mod stream;
 
+pub use continuity::Numbering;
 pub use counters::{ReaderStats, Totals};
 pub use interleaved::Interleaved;
 pub use packet::{Framed, Kind, Packet, PACKET_OVERHEAD};

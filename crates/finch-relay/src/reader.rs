@@ -41,6 +41,9 @@ pub enum Start {
     Cache,
     /// At the next keyframe (a reader coming back from PAUSE has had the cache already).
     NextKey,
+    /// At the next packet, whatever it is: a reader that has played this stream elsewhere
+    /// up to here (handed over by a graceful restart).
+    Next,
 }
 
 /// Why a reader's stream ended for it.

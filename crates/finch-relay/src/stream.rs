@@ -11,7 +11,7 @@
 //! keyframe; it never starts on a P-frame. What a reader does when it falls behind is in
 //! `reader.rs`.
 
-use crate::continuity::Continuity;
+use crate::continuity::{Continuity, Numbering};
 use crate::counters::{Counters, ReaderStats, Totals};
 use crate::packet::{Kind, Packet};
 use crate::params::ParameterSets;
@@ -384,6 +384,70 @@ impl Stream {
                 .all(|(a, b)| a.codec == b.codec && a.clock_rate == b.clock_rate)
     }
 
+    /// The stream's RTP numbering, for the next worker to go on with (see [`Numbering`]).
+    pub fn numbering(&self) -> Numbering {
+        self.lock().continuity.numbering(Instant::now())
+    }
+
+    /// Goes on with a numbering carried from the previous worker, before the first packet;
+    /// false if it does not fit this stream's tracks.
+    pub fn resume_numbering(&self, n: &Numbering) -> bool {
+        self.lock().continuity.resume(n, Instant::now())
+    }
+
+    /// What a joining reader would start with: the last sender report per track, and the GOP
+    /// cache as published (for the next worker to start its readers from).
+    pub fn cached(&self) -> (Vec<Packet>, Vec<Packet>) {
+        let st = self.lock();
+        let reports = st.last_sr.iter().flatten().cloned().collect();
+        let gop = match st.ring.gop() {
+            Some(g) => (g.start..st.published)
+                .filter_map(|pos| st.ring.get(pos).cloned())
+                .collect(),
+            None => Vec::new(),
+        };
+        (reports, gop)
+    }
+
+    /// Puts what the previous worker's stream had cached back (see [`Stream::cached`]), before
+    /// the source's next packet. The packets are in readers' numbering already: nothing is
+    /// rewritten, and they are published at once.
+    pub fn restore(&self, reports: Vec<Packet>, gop: Vec<Packet>) {
+        let mut st = self.lock();
+        for r in reports {
+            if let Some(slot) = st.last_sr.get_mut(r.track) {
+                *slot = Some(r);
+            }
+        }
+        for p in gop {
+            if p.track >= self.tracks.len() {
+                continue;
+            }
+            let mut rtp = None;
+            if p.kind == Kind::Rtp {
+                let Ok(h) = RtpHeader::parse(p.data()) else {
+                    continue;
+                };
+                if self.video.is_some_and(|(vt, _)| vt == p.track) {
+                    let payload = p.data().get(h.payload.clone()).unwrap_or_default();
+                    if let Some(params) = st.params.as_mut() {
+                        params.observe(payload);
+                    }
+                    if p.key {
+                        st.key_ts = Some(h.timestamp);
+                    }
+                }
+                rtp = Some((h.sequence, h.timestamp));
+                st.last[p.track] = rtp;
+            }
+            st.ring.push(p, rtp);
+            st.unpublished += 1;
+        }
+        if st.unpublished > 0 {
+            self.publish(st);
+        }
+    }
+
     /// A new source continues the stream (a camera back, a publisher taking over): the old one
     /// can push no more, readers see one RTP stream and resume at the new source's first
     /// keyframe. Returns the new source's feed.
@@ -441,6 +505,7 @@ impl Stream {
                 .cloned();
             let (cursor, waiting) = match &cache {
                 Some(g) => (g.start, false),
+                None if start == Start::Next => (published, false),
                 // No usable cache: a video reader waits for the next keyframe, so its first
                 // picture is whole; readers without video start anywhere.
                 None => (published, self.wants_keyframes(tracks)),

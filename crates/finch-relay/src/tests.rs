@@ -530,3 +530,45 @@ fn a_published_frame_goes_out_as_one_iovec_of_interleaved_packets() {
     assert_eq!(b.slices(&batch, 0, &mut slots), (3, 6));
     assert_eq!(b.len(), expected.len());
 }
+
+#[test]
+fn a_stream_carried_to_another_worker_starts_new_readers_at_its_cache_and_moved_ones_after_it() {
+    let a = stream(params(64));
+    push(&a, 0, video(1, 0, &[0x65]));
+    push(&a, 0, video(2, 3600, &[0x41]));
+    let (reports, gop) = a.cached();
+    assert_eq!(gop.len(), 2);
+    let numbering = a.numbering();
+    // The next worker's stream: numbering and cache restored before the source's next packet.
+    let b = stream(params(64));
+    assert!(b.resume_numbering(&numbering));
+    b.restore(reports, gop);
+    let mut moved = join(&b, Start::Next);
+    let mut fresh = join(&b, Start::Cache);
+    push(&b, 0, video(3, 7200, &[0x41]));
+    assert_eq!(
+        seqs(&mut moved),
+        vec![3],
+        "a moved reader goes on with the next packet"
+    );
+    assert_eq!(
+        seqs(&mut fresh),
+        vec![1, 2, 3],
+        "a new reader starts at the carried keyframe"
+    );
+}
+
+#[test]
+fn a_carried_numbering_keeps_a_returned_source_s_rewriting() {
+    let a = stream(params(64));
+    push(&a, 0, video(1, 0, &[0x65]));
+    // The source comes back with other numbers: its packets are rewritten to follow on.
+    let feed = a.new_source(&a.sdp).unwrap();
+    let _ = feed.push(0, Kind::Rtp, video(500, 90_000, &[0x65]), Instant::now());
+    let b = stream(params(64));
+    assert!(b.resume_numbering(&a.numbering()));
+    let mut r = join(&b, Start::Next);
+    // The same source's next packet gets the same rewriting in the next worker.
+    push(&b, 0, video(501, 93_600, &[0x41]));
+    assert_eq!(seqs(&mut r), vec![3]);
+}

@@ -24,6 +24,7 @@ pub mod activity;
 mod admin;
 pub mod auth;
 pub mod errorlog;
+pub mod handover;
 pub mod metrics;
 pub mod net;
 pub mod pull;

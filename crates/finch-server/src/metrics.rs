@@ -60,6 +60,7 @@ pub struct Metrics {
     auth_failures: Family<Labels, Counter>,
     limit_refusals: Family<Labels, Counter>,
     source_reconnects: Family<Labels, Counter>,
+    handed_over: Family<Labels, Counter>,
 }
 
 /// What the metrics read from the worker at scrape time.
@@ -125,6 +126,7 @@ impl Metrics {
             auth_failures: Family::default(),
             limit_refusals: Family::default(),
             source_reconnects: Family::default(),
+            handed_over: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -198,6 +200,11 @@ impl Metrics {
                 m.source_reconnects.clone(),
             );
             r.register(
+                "sessions_handed_over",
+                "Sessions (and connections without one) this worker took over from the previous one on a graceful restart, by role",
+                m.handed_over.clone(),
+            );
+            r.register(
                 "limit_refusals",
                 "Inputs refused for passing a limit, by the limit's config key",
                 m.limit_refusals.clone(),
@@ -250,6 +257,14 @@ impl Metrics {
     pub fn source_reconnect(&self, path: &str) {
         self.source_reconnects
             .get_or_create(&labels(&[("path", path)]))
+            .inc();
+    }
+
+    /// Counts a connection taken over from the previous worker (`publisher`, `reader` or
+    /// `connection`).
+    pub fn handed_over(&self, role: &'static str) {
+        self.handed_over
+            .get_or_create(&labels(&[("role", role)]))
             .inc();
     }
 

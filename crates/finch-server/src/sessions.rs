@@ -55,6 +55,11 @@ impl Sessions {
         v
     }
 
+    /// One session, by id.
+    pub fn get(&self, id: &str) -> Option<SessionInfo> {
+        self.lock().get(id).cloned()
+    }
+
     /// How many sessions have this role.
     pub fn count(&self, role: &str) -> usize {
         self.lock().values().filter(|s| s.role == role).count()

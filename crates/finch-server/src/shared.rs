@@ -115,6 +115,8 @@ pub struct Shared {
     pub udp: Option<Arc<Udp>>,
     /// Live RTSP sessions.
     pub sessions: Arc<Sessions>,
+    /// A graceful restart's handover of sessions to the next worker.
+    pub handover: Arc<crate::handover::Handover>,
     /// The server state.
     pub state: watch::Sender<ServerState>,
     /// Fired when the worker stops: every connection hangs off it.
@@ -158,6 +160,7 @@ impl Shared {
             registry: Registry::with_budget(budget),
             udp,
             sessions: Arc::new(Sessions::default()),
+            handover: Arc::default(),
             state,
             shutdown,
             started_at: SystemTime::now(),

@@ -66,12 +66,14 @@ fn stage(fd: RawFd) -> Result<OwnedFd, SpawnError> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-/// Starts a worker with `sockets` (name, descriptor) at 3.. and sends it `init`.
+/// Starts a worker with `sockets` (name, descriptor) at 3.. and sends it `init`; `replacing`:
+/// it replaces a serving worker, whose sessions it is to take over.
 pub fn spawn(
     exe: &Path,
     args: &[OsString],
     sockets: &[(String, OwnedFd)],
     init: &ToWorker,
+    replacing: bool,
 ) -> Result<Spawned, SpawnError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(SpawnError::Control)?;
     let mut staged: Vec<OwnedFd> = Vec::with_capacity(sockets.len() + 1);
@@ -90,7 +92,11 @@ pub fn spawn(
         .env(CONTROL_FD_ENV, control_fd.to_string())
         .env_remove("LISTEN_PID")
         .env_remove("NOTIFY_SOCKET")
+        .env_remove(finch_control::ADOPT_ENV)
         .kill_on_drop(false);
+    if replacing {
+        cmd.env(finch_control::ADOPT_ENV, "1");
+    }
     let supervisor = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec and only makes
     // async-signal-safe calls (dup2, prctl, getppid) on integers captured by value. The targets

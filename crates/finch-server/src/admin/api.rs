@@ -25,7 +25,19 @@ pub(crate) fn server_json(s: &Shared) -> Value {
     let uptime = SystemTime::now()
         .duration_since(s.started_at)
         .map_or(0, |d| d.as_secs());
-    let sup = s.supervision.clone().unwrap_or_default();
+    let mut sup = s.supervision.clone().unwrap_or_default();
+    // This worker's own restart entry was written before it took its predecessor's sessions.
+    let took = s
+        .handover
+        .took
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let (Some(m), Some(last)) = (took, sup.restarts.last_mut()) {
+        if last.reason == "requested" {
+            last.message = Some(m);
+        }
+    }
     json!({
         "state": s.state.borrow().as_str(),
         "version": env!("CARGO_PKG_VERSION"),

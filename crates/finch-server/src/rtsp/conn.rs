@@ -14,9 +14,12 @@
 //! its media is alive even if it never sends RTCP or a keep-alive (finch-load, some NVRs).
 //! live555 and newer gortsplib cut such a reader after a minute; see ARCHITECTURE.md.
 
+mod moving;
+
 use super::media;
 use super::session::{Role, Session, TrackTransport};
 use crate::activity::Activity;
+use crate::handover::Round;
 use crate::shared::Shared;
 use crate::stop::Stopped;
 use bytes::{Bytes, BytesMut};
@@ -25,10 +28,14 @@ use finch_proto::rtsp::{Item, Parser, Response};
 use finch_relay::{Ended, Kind, Packet};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+pub(crate) use moving::adopt;
 
 /// The connection's state; `methods`, `publish` and `play` implement the requests on it.
 pub(crate) struct Conn {
@@ -58,6 +65,8 @@ pub(crate) struct Conn {
     /// A request whose answer waits for an on-demand camera, and until when.
     pub(crate) waiting: Option<finch_proto::rtsp::Request>,
     pub(crate) wait_until: Option<Instant>,
+    /// Whether that request waits for the previous worker's sessions (a graceful restart).
+    pub(crate) waiting_handover: bool,
 }
 
 /// Responses queued before the connection stops parsing and writes them: bounds what pipelined
@@ -68,48 +77,93 @@ const MAX_PENDING_OUT: usize = 256 * 1024;
 /// one connection does not hog its worker thread.
 const BATCH: usize = 64;
 
+/// What `run` returns when the connection moved to the next worker: its session must end
+/// here without a word to the client.
+const HANDED_OVER: &str = "handed over to the next worker";
+
 /// Serves one accepted connection until it closes. `fault` makes the task panic (the operator's
 /// `panic_task` fault); everything the connection held is given back as the panic unwinds.
+/// (RTSPS: its TLS state cannot move to another process, so it never hands over.)
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
-    sock: S,
+    mut sock: S,
     peer: SocketAddr,
     local: SocketAddr,
     tls: bool,
     fault: CancellationToken,
 ) {
-    let config = shared.config();
-    let cancel = shared.shutdown.child_token();
-    let mut conn = Conn {
-        shared,
-        config,
-        peer,
-        local,
-        session: None,
-        described: None,
-        cancel,
-        tls,
-        granted: Vec::new(),
-        out: BytesMut::with_capacity(1024),
-        close_after_write: false,
-        last_request: Activity::new(),
-        flush_at: None,
-        opened: Instant::now(),
-        requested: false,
-        partial_since: None,
-        waiting: None,
-        wait_until: None,
-    };
-    let reason = conn.run(sock, fault).await;
-    tracing::debug!(reason, "connection closed");
-    conn.end_session();
+    let mut conn = Conn::new(shared, peer, local, tls);
+    let reason = conn.run(&mut sock, fault, BytesMut::new(), None).await;
+    conn.finish(reason);
+}
+
+/// Serves a plain TCP connection, which can move to the next worker on a graceful restart.
+pub(crate) async fn serve_tcp(
+    shared: Arc<Shared>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    fault: CancellationToken,
+) {
+    let conn = Conn::new(shared, peer, local, false);
+    conn.serve_tcp(sock, BytesMut::new(), fault).await;
 }
 
 impl Conn {
+    fn new(shared: Arc<Shared>, peer: SocketAddr, local: SocketAddr, tls: bool) -> Conn {
+        let config = shared.config();
+        let cancel = shared.shutdown.child_token();
+        Conn {
+            shared,
+            config,
+            peer,
+            local,
+            session: None,
+            described: None,
+            cancel,
+            tls,
+            granted: Vec::new(),
+            out: BytesMut::with_capacity(1024),
+            close_after_write: false,
+            last_request: Activity::new(),
+            flush_at: None,
+            opened: Instant::now(),
+            requested: false,
+            partial_since: None,
+            waiting: None,
+            wait_until: None,
+            waiting_handover: false,
+        }
+    }
+
+    /// Runs a plain TCP connection, new or taken over (`rbuf`: what it had read).
+    async fn serve_tcp(mut self, mut sock: TcpStream, rbuf: BytesMut, fault: CancellationToken) {
+        let _counted = self.shared.handover.movable();
+        let fd = sock.as_raw_fd();
+        let reason = self.run(&mut sock, fault, rbuf, Some(fd)).await;
+        self.finish(reason);
+    }
+
+    fn finish(&mut self, reason: &'static str) {
+        tracing::debug!(reason, "connection closed");
+        if reason == HANDED_OVER {
+            // Everything it held here goes quietly: the next worker serves it now.
+            self.session = None;
+        } else {
+            self.end_session();
+        }
+    }
+}
+
+impl Conn {
+    /// Drives the connection; `rbuf` holds what was read and not parsed yet (a connection taken
+    /// over), `movable` the socket's descriptor if it can move to the next worker.
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        mut sock: S,
+        sock: &mut S,
         fault: CancellationToken,
+        mut rbuf: BytesMut,
+        movable: Option<RawFd>,
     ) -> &'static str {
         let limits = finch_proto::rtsp::Limits {
             max_head_bytes: self.config.limits.max_head_bytes,
@@ -119,7 +173,6 @@ impl Conn {
             max_interleaved_bytes: self.config.limits.max_interleaved_bytes,
         };
         let mut parser = Parser::new(limits);
-        let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut batch: Vec<Packet> = Vec::with_capacity(BATCH);
         let mut scratch = media::Scratch::default();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -129,105 +182,130 @@ impl Conn {
         // every wake (see `stop`).
         let mut stopped = Stopped::new(self.cancel.clone());
         let mut faulted = Stopped::new(fault);
+        // A graceful restart's rounds (see `handover`): each asks once.
+        let mut round_publishers = Stopped::new(self.shared.handover.publishers.clone());
+        let mut round_others = Stopped::new(self.shared.handover.others.clone());
+        let (mut asked_publishers, mut asked_others) = (false, false);
+        // A connection taken over may have a request to parse or a response to write first.
+        let mut resumed = !rbuf.is_empty() || !self.out.is_empty();
         loop {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
             }
             let mut more = false;
             let flush_at = self.flush_at;
-            tokio::select! {
-                biased;
-                _ = &mut stopped => return "closed by the server",
-                _ = &mut faulted => panic!("injected fault: panic in a connection task"),
-                r = sock.read_buf(&mut rbuf) => match r {
-                    Ok(0) => return "peer closed",
-                    Ok(_) => {
-                        let before = parser.offset();
-                        more = self.on_read(&mut parser, &mut rbuf);
-                        // Progress (a whole message) resets the clock of a partial one.
-                        if parser.offset() != before || rbuf.is_empty() {
-                            self.partial_since = None;
-                        }
-                        if !rbuf.is_empty() {
-                            self.partial_since.get_or_insert_with(Instant::now);
+            if std::mem::take(&mut resumed) {
+                more = !rbuf.is_empty() && self.on_read(&mut parser, &mut rbuf);
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => return "closed by the server",
+                    _ = &mut faulted => panic!("injected fault: panic in a connection task"),
+                    _ = &mut round_publishers, if movable.is_some() && !asked_publishers => {
+                        asked_publishers = true;
+                        if self.answer_round(Round::Publishers, movable, &rbuf, sock, &mut batch, &mut scratch).await {
+                            return HANDED_OVER;
                         }
                     }
-                    Err(_) => return "read error",
-                },
-                n = recv_media(&mut self.session, &mut batch) => {
-                    match n {
-                        Ok(_) => {}
-                        Err(Ended::Closed) => return "stream ended",
-                        Err(Ended::TooSlow) => return "reader too slow",
-                    }
-                    let udp = self.shared.udp.clone();
-                    let Some(session) = self.session.as_mut() else {
-                        batch.clear();
-                        continue;
-                    };
-                    let activity = session.activity.clone();
-                    let Some((playing, tracks)) = session.playing_mut() else {
-                        batch.clear();
-                        continue;
-                    };
-                    let written = {
-                        let write = media::write(&mut sock, udp.as_deref(), playing, tracks, &batch, &mut scratch);
-                        let mut write = std::pin::pin!(write);
-                        // Nearly always the socket takes the batch at once: no timer for that.
-                        match poll_once(write.as_mut()).await {
-                            Some(w) => Ok(w),
-                            None => tokio::select! {
-                                _ = &mut stopped => return "closed by the server",
-                                w = tokio::time::timeout(write_timeout, write) => w,
-                            },
+                    _ = &mut round_others, if movable.is_some() && !asked_others => {
+                        asked_others = true;
+                        if self.answer_round(Round::Others, movable, &rbuf, sock, &mut batch, &mut scratch).await {
+                            return HANDED_OVER;
                         }
-                    };
-                    batch.clear();
-                    match written {
-                        Ok(Ok(w)) => {
-                            if w.tcp_bytes > 0 {
-                                // The peer took its media: it is alive (see the module docs).
-                                activity.touch();
+                    }
+                    r = sock.read_buf(&mut rbuf) => match r {
+                        Ok(0) => return "peer closed",
+                        Ok(_) => {
+                            let before = parser.offset();
+                            more = self.on_read(&mut parser, &mut rbuf);
+                            // Progress (a whole message) resets the clock of a partial one.
+                            if parser.offset() != before || rbuf.is_empty() {
+                                self.partial_since = None;
+                            }
+                            if !rbuf.is_empty() {
+                                self.partial_since.get_or_insert_with(Instant::now);
                             }
                         }
-                        Ok(Err(_)) => return "write error",
-                        Err(_) => return "write timed out",
-                    }
-                }
-                // (Sleeps built lazily: a disabled branch's future is still built on every wake.)
-                _ = sleep_for(Duration::from_millis(50)), if self.waiting.is_some() => {
-                    // An on-demand camera is starting: answer once it is live or the wait is over.
-                    let live = self.waiting.as_ref().and_then(|r| finch_proto::uri::request_path(&r.uri))
-                        .is_some_and(|p| self.shared.registry.live_stream(&p).is_some());
-                    let over = self.wait_until.is_some_and(|t| Instant::now() >= t);
-                    if live || over {
-                        if let Some(req) = self.waiting.take() {
-                            let cseq = req.cseq().map(str::to_owned);
-                            if let Some(resp) = self.handle(req) {
-                                self.write_response(cseq.as_deref(), resp);
-                            }
+                        Err(_) => return "read error",
+                    },
+                    n = recv_media(&mut self.session, &mut batch) => {
+                        match n {
+                            Ok(_) => {}
+                            Err(Ended::Closed) => return "stream ended",
+                            Err(Ended::TooSlow) => return "reader too slow",
                         }
-                        self.wait_until = None;
-                        more = true;
+                        let udp = self.shared.udp.clone();
+                        let Some(session) = self.session.as_mut() else {
+                            batch.clear();
+                            continue;
+                        };
+                        let activity = session.activity.clone();
+                        let Some((playing, tracks)) = session.playing_mut() else {
+                            batch.clear();
+                            continue;
+                        };
+                        let written = {
+                            let write = media::write(sock, udp.as_deref(), playing, tracks, &batch, &mut scratch);
+                            let mut write = std::pin::pin!(write);
+                            // Nearly always the socket takes the batch at once: no timer for that.
+                            match poll_once(write.as_mut()).await {
+                                Some(w) => Ok(w),
+                                None => tokio::select! {
+                                    _ = &mut stopped => return "closed by the server",
+                                    w = tokio::time::timeout(write_timeout, write) => w,
+                                },
+                            }
+                        };
+                        batch.clear();
+                        match written {
+                            Ok(Ok(w)) => {
+                                if w.tcp_bytes > 0 {
+                                    // The peer took its media: it is alive (see the module docs).
+                                    activity.touch();
+                                }
+                            }
+                            Ok(Err(_)) => return "write error",
+                            Err(_) => return "write timed out",
+                        }
                     }
-                }
-                _ = sleep_until(flush_at), if flush_at.is_some() => {
-                    self.flush_at = None;
-                    if let Some(Session { role: Role::Publisher(p), .. }) = &self.session {
-                        p.publisher.flush();
+                    // (Sleeps built lazily: a disabled branch's future is still built on every wake.)
+                    _ = sleep_for(Duration::from_millis(50)), if self.waiting.is_some() => {
+                        // An on-demand camera is starting: answer once it is live or the wait is over.
+                        let live = self.waiting.as_ref().and_then(|r| finch_proto::uri::request_path(&r.uri))
+                            .is_some_and(|p| self.shared.registry.live_stream(&p).is_some());
+                        // … or, in a graceful restart, once the old worker's sessions are here.
+                        let over = self.wait_until.is_some_and(|t| Instant::now() >= t)
+                            || (self.waiting_handover && !self.shared.handover.expecting());
+                        if live || over {
+                            if let Some(req) = self.waiting.take() {
+                                let cseq = req.cseq().map(str::to_owned);
+                                if let Some(resp) = self.handle(req) {
+                                    self.write_response(cseq.as_deref(), resp);
+                                }
+                            }
+                            self.wait_until = None;
+                            self.waiting_handover = false;
+                            more = true;
+                        }
                     }
-                }
-                _ = tick.tick() => {
-                    let idle = match &self.session {
-                        Some(s) => s.activity.idle(),
-                        None => self.last_request.idle(),
-                    };
-                    if idle > timeout {
-                        tracing::info!(idle_secs = idle.as_secs(), "session timed out");
-                        return "session timed out";
+                    _ = sleep_until(flush_at), if flush_at.is_some() => {
+                        self.flush_at = None;
+                        if let Some(Session { role: Role::Publisher(p), .. }) = &self.session {
+                            p.publisher.flush();
+                        }
                     }
-                    if let Some(why) = self.overdue() {
-                        return why;
+                    _ = tick.tick() => {
+                        let idle = match &self.session {
+                            Some(s) => s.activity.idle(),
+                            None => self.last_request.idle(),
+                        };
+                        if idle > timeout {
+                            tracing::info!(idle_secs = idle.as_secs(), "session timed out");
+                            return "session timed out";
+                        }
+                        if let Some(why) = self.overdue() {
+                            return why;
+                        }
                     }
                 }
             }

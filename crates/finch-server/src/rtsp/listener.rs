@@ -27,12 +27,28 @@ const MAX_REFUSALS: usize = 64;
 
 /// A counted connection: one of `limits.max_connections`, and of its address's
 /// `limits.max_connections_per_ip`, while it lives, whatever ends it.
-struct Slot {
+pub(crate) struct Slot {
     shared: Arc<Shared>,
     ip: IpAddr,
 }
 
 impl Slot {
+    /// A slot for a connection taken over from the previous worker: it was admitted there
+    /// under the same limits, so none refuses it here.
+    pub(crate) fn adopted(shared: &Arc<Shared>, ip: IpAddr) -> Slot {
+        shared.connections.fetch_add(1, Ordering::Relaxed);
+        *shared
+            .per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ip)
+            .or_insert(0) += 1;
+        Slot {
+            shared: shared.clone(),
+            ip,
+        }
+    }
+
     /// A slot, or the limit that is full.
     fn take(shared: &Arc<Shared>, ip: IpAddr) -> Result<Slot, &'static str> {
         let limits = shared.config().limits.clone();
@@ -136,7 +152,7 @@ pub(crate) async fn accept_loop(
                         // Held by the task, so even a panic in it gives the slot back.
                         let _slot = slot;
                         if !tls {
-                            return conn::serve(shared, sock, peer, local, false, fault).await;
+                            return conn::serve_tcp(shared, sock, peer, local, fault).await;
                         }
                         let Some(acceptor) = shared.tls.acceptor() else {
                             return;

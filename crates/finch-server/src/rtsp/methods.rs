@@ -23,11 +23,39 @@ impl Conn {
                 self.waiting = Some(req);
                 return None;
             }
+            Err(e) if e.status == Status::NOT_FOUND && self.await_handover(&req) => {
+                self.waiting = Some(req);
+                return None;
+            }
             Err(e) => {
                 tracing::debug!(method = %req.method, uri = %finch_proto::uri::redact(&req.uri), status = e.status.0, why = %e.why, "request refused");
                 e.into_response()
             }
         })
+    }
+
+    /// Whether a request that found no path should wait for the previous worker's sessions
+    /// instead: in a graceful restart its publisher may be on its way (bounded by 3 s).
+    fn await_handover(&mut self, req: &Request) -> bool {
+        if !matches!(req.method, Method::Describe | Method::Setup)
+            || !self.shared.handover.expecting()
+        {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        match self.wait_until {
+            None => {
+                self.wait_until = Some(now + std::time::Duration::from_secs(3));
+                self.waiting_handover = true;
+                true
+            }
+            Some(t) if now < t => true,
+            Some(_) => {
+                self.wait_until = None;
+                self.waiting_handover = false;
+                false
+            }
+        }
     }
 
     fn dispatch(&mut self, req: &Request) -> Result<Response> {

@@ -18,6 +18,7 @@
 
 mod authorize;
 mod conn;
+pub(crate) use conn::adopt;
 mod describe;
 mod error;
 pub(crate) mod listener;

@@ -165,6 +165,9 @@ pub async fn run(
     // meet the default action (which would kill the worker).
     let handlers = tokio_socket("signal handler", signals::install())?;
     tracker.spawn(signals::run(shared.clone(), stop.clone(), handlers));
+    // A replacement waits for its predecessor's sessions; listening before Ready, since the
+    // predecessor looks for it as soon as we are.
+    crate::handover::listen(&shared, &tracker);
     shared.report(finch_control::ToSupervisor::Ready);
     if shared.supervision.is_none() {
         // --foreground under systemd: tell it we serve (a no-op without NOTIFY_SOCKET).

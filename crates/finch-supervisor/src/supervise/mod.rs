@@ -175,11 +175,16 @@ impl Supervisor {
             errors: self.errors.iter().cloned().collect(),
             auth_secret: self.auth_secret.clone(),
         };
+        let replacing = self
+            .workers
+            .iter()
+            .any(|w| matches!(w.phase, Phase::Replacing { ready: true }));
         let spawned = match spawn::spawn(
             &self.opts.exe,
             &self.opts.worker_args,
             &self.opts.sockets,
             &init,
+            replacing,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -377,6 +382,25 @@ impl Supervisor {
                 }
             }
             ToSupervisor::Config { toml } => self.on_config(toml),
+            ToSupervisor::HandedOver {
+                publishers,
+                readers,
+                connections,
+            } => {
+                tracing::info!(
+                    publishers,
+                    readers,
+                    connections,
+                    "sessions handed over to the new worker"
+                );
+                if let Some(r) = self.restarts.back_mut().filter(|r| r.reason == "requested") {
+                    r.message = Some(finch_control::handed_over_message(
+                        publishers,
+                        readers,
+                        connections,
+                    ));
+                }
+            }
         }
         None
     }

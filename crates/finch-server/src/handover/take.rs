@@ -1,0 +1,208 @@
+//! The new worker's half of a handover: wait for the old worker of the same supervisor, take
+//! its connections, re-create their sessions and serve them on.
+
+use super::wire::{self, Give, Reply};
+use super::{socket_name, Moved, ADOPT_ENV, VERSION};
+use crate::shared::Shared;
+use finch_control::ToSupervisor;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+
+/// How long a new worker waits for its predecessor's sessions before it frees the name (the
+/// predecessor drains as soon as this worker is ready, so it comes within moments or never).
+const WAIT: Duration = Duration::from_secs(30);
+/// How long requests for a path this worker does not have wait for the predecessor's
+/// sessions (it starts handing over right after our Ready; an older binary never does).
+const EXPECT: Duration = Duration::from_secs(3);
+
+/// Starts listening for the previous worker's sessions, if the supervisor started this worker
+/// to replace one. Called before Ready, so the socket is there when the old worker looks.
+pub(crate) fn listen(shared: &Arc<Shared>, tracker: &TaskTracker) {
+    if std::env::var_os(ADOPT_ENV).is_none() {
+        return;
+    }
+    let Some(sup) = shared.supervision.as_ref() else {
+        return;
+    };
+    let supervisor = sup.supervisor_pid;
+    let bound = SocketAddr::from_abstract_name(socket_name(supervisor).as_bytes())
+        .and_then(|a| UnixListener::bind_addr(&a));
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot wait for the previous worker's sessions; they drain there");
+            return;
+        }
+    };
+    shared
+        .handover
+        .expect(Some(std::time::Instant::now() + EXPECT));
+    let shared = shared.clone();
+    let spawner = tracker.clone();
+    tracker.spawn(async move {
+        let _done = Expected(shared.clone());
+        let Ok(listener) = listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixListener::from_std(listener))
+        else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = shared.shutdown.cancelled() => return,
+            };
+            let Ok((sock, _)) = accepted else { continue };
+            let Ok(sock) = sock.into_std() else { continue };
+            if !from_sibling(&sock, supervisor) {
+                tracing::warn!(
+                    "refused a handover from a process that is not a worker of this supervisor"
+                );
+                continue;
+            }
+            adopt(&shared, sock, &spawner).await;
+            // One predecessor per worker: the name is free again for the next restart.
+            return;
+        }
+    });
+}
+
+/// Ends the expecting window however the listener ends.
+struct Expected(Arc<Shared>);
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.0.handover.expect(None);
+    }
+}
+
+/// Whether the peer is another child of our supervisor (SO_PEERCRED, then its parent).
+fn from_sibling(sock: &UnixStream, supervisor: u32) -> bool {
+    // SAFETY: a zeroed ucred is valid, and getsockopt writes at most `len` bytes into it.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || cred.uid != unsafe { libc::geteuid() } {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", cred.pid)) else {
+        return false;
+    };
+    // The parent pid is the second field after the command's closing parenthesis.
+    let ppid = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<u32>().ok());
+    ppid == Some(supervisor)
+}
+
+/// Receives everything, re-creates it, starts it, and answers.
+async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
+    let received = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        sock.set_nonblocking(false)?;
+        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        sock.set_write_timeout(Some(Duration::from_secs(5)))?;
+        match wire::recv::<Give>(&sock)? {
+            Some((Give::Hello { version }, _)) if version == VERSION => {
+                wire::send(&sock, &Reply::Welcome, None)?;
+            }
+            Some((Give::Hello { version }, _)) => {
+                let why = format!("state format {version}; this worker speaks {VERSION}");
+                wire::send(&sock, &Reply::Refused { why: why.clone() }, None)?;
+                return Err(std::io::Error::other(why));
+            }
+            other => return Err(std::io::Error::other(format!("unexpected {other:?}"))),
+        }
+        let mut got: Vec<(Moved, OwnedFd)> = Vec::new();
+        loop {
+            match wire::recv::<Give>(&sock)? {
+                Some((Give::Session { moved }, Some(fd))) => got.push((*moved, fd)),
+                Some((Give::End, _)) => return Ok((sock, got)),
+                Some((other, _)) => {
+                    tracing::warn!(message = ?other, "a handover message without its socket; skipped");
+                }
+                None => return Err(std::io::Error::other("the previous worker went away")),
+            }
+        }
+    })
+    .await;
+    let (sock, mut got) = match received {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "no sessions taken over");
+            return;
+        }
+        Err(_) => return,
+    };
+    // Publishers first: their paths must be live before their readers join them.
+    got.sort_by_key(|(m, _)| match m.role() {
+        "publisher" => 0,
+        "reader" => 1,
+        _ => 2,
+    });
+    let mut started = Vec::new();
+    let (mut publishers, mut readers, mut connections) = (0, 0, 0);
+    for (moved, fd) in got {
+        let role = moved.role();
+        let session = moved.session.as_ref().map(|s| s.id.clone());
+        match crate::rtsp::adopt(shared, moved, fd) {
+            Ok(conn) => {
+                match role {
+                    "publisher" => publishers += 1,
+                    "reader" => readers += 1,
+                    _ => connections += 1,
+                }
+                shared.metrics.handed_over(role);
+                started.push(conn);
+            }
+            // Its socket closes here; the old worker closes its copy: the client reconnects.
+            Err(e) => {
+                tracing::warn!(session = ?session, error = %e, "could not take a session over")
+            }
+        }
+    }
+    // Started only now, all together: readers joined before any publisher's next packet.
+    for conn in started {
+        tracker.spawn(conn);
+    }
+    tracing::info!(
+        publishers,
+        readers,
+        connections,
+        "took over the previous worker's sessions"
+    );
+    *shared
+        .handover
+        .took
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(finch_control::handed_over_message(
+        publishers,
+        readers,
+        connections,
+    ));
+    shared.report(ToSupervisor::HandedOver {
+        publishers,
+        readers,
+        connections,
+    });
+    let reply = Reply::Adopted {
+        publishers,
+        readers,
+        connections,
+    };
+    let _ = tokio::task::spawn_blocking(move || wire::send(&sock, &reply, None)).await;
+}

@@ -1,0 +1,312 @@
+//! Graceful restarts that hand live sessions to the new worker: the publisher and its players
+//! stay connected across them, sequence numbers go on, the old worker leaves at once.
+
+use crate::harness::*;
+use crate::raw::Raw;
+use crate::relay::{block_on, retina_read};
+use crate::supervisor::{server, wait_restart, worker_pid};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A raw RTP-over-TCP reader on its own thread: every video sequence number it sees, checked
+/// for gaps and repeats, until stopped.
+struct SeqReader {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seqs>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Seqs {
+    packets: u64,
+    /// Packets missing between consecutive ones.
+    missing: u64,
+    /// Packets whose number was not after the last one.
+    repeated: u64,
+    last: Option<u16>,
+    closed: bool,
+}
+
+impl SeqReader {
+    fn start(f: &Finch, path: &str) -> SeqReader {
+        let mut raw = Raw::connect(f.rtsp_port);
+        raw.play_tcp(&f.url(path));
+        raw.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seqs::default()));
+        let (s, out) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf: Vec<u8> = raw.take_buffered();
+            let mut chunk = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                match raw.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        out.lock().unwrap().closed = true;
+                        return;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(_) => continue,
+                }
+                let mut at = 0;
+                while buf.len() >= at + 4 && buf[at] == b'$' {
+                    let len = usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]]));
+                    if buf.len() < at + 4 + len {
+                        break;
+                    }
+                    let (ch, p) = (buf[at + 1], &buf[at + 4..at + 4 + len]);
+                    if ch == 0 && p.len() >= 12 {
+                        let seq = u16::from_be_bytes([p[2], p[3]]);
+                        let mut o = out.lock().unwrap();
+                        o.packets += 1;
+                        if let Some(last) = o.last {
+                            let step = seq.wrapping_sub(last);
+                            if step == 0 || step > 0x8000 {
+                                o.repeated += 1;
+                            } else {
+                                o.missing += u64::from(step - 1);
+                            }
+                        }
+                        o.last = Some(seq);
+                    }
+                    at += 4 + len;
+                }
+                assert!(
+                    buf.len() < at + 4 || buf[at] == b'$',
+                    "the interleaved stream lost its framing"
+                );
+                buf.drain(..at);
+            }
+        });
+        SeqReader {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> Seqs {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn finish(mut self) -> Seqs {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.seen()
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    // SAFETY: signal 0 only checks whether the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// The path's source peer and the publisher's session id.
+fn publisher_session(f: &Finch, path: &str) -> (serde_json::Value, serde_json::Value) {
+    let peer = f.api(&format!("/api/v1/paths/{path}")).1["source"]["peer"].clone();
+    let id = f.api("/api/v1/sessions").1["items"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|s| s["role"] == "publisher")
+                .map(|s| s["id"].clone())
+        })
+        .unwrap_or_default();
+    (peer, id)
+}
+
+#[test]
+fn twenty_graceful_restarts_in_a_row_keep_every_player_and_the_publisher_connected() {
+    // A drain long enough that a session left behind would show: the old worker must go as
+    // soon as it has handed everything over, not after the drain.
+    let f = Finch::start_supervised("handover", "[supervisor]\ndrain_timeout_secs = 20\n");
+    let mut publisher = Publisher::start(&f.url("live/h"), "tcp");
+    f.wait_path_ready("live/h");
+    let source = publisher_session(&f, "live/h");
+    let url = f.url("live/h");
+    const SECS: u64 = 40;
+    let gst = {
+        let url = url.clone();
+        std::thread::spawn(move || gst_play_tcp(&url, SECS))
+    };
+    let retina = {
+        let url = url.clone();
+        std::thread::spawn(move || block_on(retina_read(url, false, SECS)))
+    };
+    let ffmpeg = {
+        let url = url.clone();
+        std::thread::spawn(move || ffmpeg_count_frames(&url, "tcp", SECS as u32))
+    };
+    let raw = SeqReader::start(&f, "live/h");
+    let players = || {
+        f.api("/api/v1/paths/live/h").1["readers"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || players() == 4),
+        "{}",
+        f.log()
+    );
+    let began = Instant::now();
+    let mut switches = Vec::new();
+    for i in 0..20u64 {
+        let old = worker_pid(&f);
+        let before = raw.seen().packets;
+        let asked = Instant::now();
+        f.signal(libc::SIGUSR2);
+        let s = wait_restart(&f, old, i);
+        let ready = asked.elapsed();
+        assert!(
+            wait_until(Duration::from_secs(3), || !alive(old)),
+            "restart {i}: the old worker {old} is still there 3 s after the new one served\n{}",
+            f.log()
+        );
+        let gone = asked.elapsed();
+        let newest = s["restarts"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(newest["reason"], "requested");
+        // The raw reader goes on receiving from the new worker.
+        assert!(
+            wait_until(Duration::from_secs(3), || raw.seen().packets > before + 10),
+            "restart {i}: the raw reader got nothing more: {:?}\n{}",
+            raw.seen(),
+            f.log()
+        );
+        switches.push((ready, gone));
+        // Spread over the run, across keyframes.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let restarts_took = began.elapsed();
+    assert_eq!(
+        players(),
+        4,
+        "a player was dropped: {}",
+        f.api("/api/v1/paths/live/h").1
+    );
+    assert_eq!(
+        publisher_session(&f, "live/h"),
+        source,
+        "the publisher's session changed: it reconnected"
+    );
+    assert!(publisher.alive(), "the publisher (ffmpeg) gave up");
+    let last = server(&f)["restarts"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("publishers=1 readers=4")),
+        "{last}"
+    );
+    let metrics = http(f.admin_port, "GET", "/metrics", "").unwrap().1;
+    assert!(
+        metrics.contains("finch_sessions_handed_over_total{role=\"reader\"} 4"),
+        "{metrics}"
+    );
+    // Players that reconnected or stalled would fall well short of 25 fps over the run.
+    let expected = 25 * SECS;
+    let (gst_frames, gst_err) = gst.join().unwrap();
+    let gst_frames = gst_frames as u64;
+    let seqs = raw.finish();
+    assert!(!seqs.closed, "the raw reader's connection closed");
+    assert_eq!(
+        (seqs.missing, seqs.repeated),
+        (0, 0),
+        "sequence numbers across 20 restarts: {seqs:?}"
+    );
+    let seen = retina.join().unwrap().unwrap();
+    let ffmpeg_frames = ffmpeg.join().unwrap();
+    let worst = switches.iter().map(|s| s.1).max().unwrap_or_default();
+    eprintln!(
+        "20 restarts in {restarts_took:?} (slowest: new worker serving after {:?}, old gone after {worst:?}); \
+         raw reader {} packets, {} missing, {} repeated; gst {gst_frames}, retina {}, ffmpeg {ffmpeg_frames} frames of {expected}",
+        switches.iter().map(|s| s.0).max().unwrap_or_default(),
+        seqs.packets,
+        seqs.missing,
+        seqs.repeated,
+        seen.frames,
+    );
+    assert!(
+        gst_frames > expected * 9 / 10,
+        "gst: {gst_frames} frames\n{gst_err}"
+    );
+    assert!(
+        seen.frames as u64 > expected * 9 / 10 && seen.error.is_none() && !seen.ended,
+        "retina: {seen:?}"
+    );
+    assert!(
+        ffmpeg_frames > expected * 9 / 10,
+        "ffmpeg: {ffmpeg_frames} frames"
+    );
+}
+
+/// Milliseconds from connecting to the first video packet, which must start a keyframe (SETUP
+/// and PLAY included: a request that waits for the handover counts).
+fn first_frame_ms(f: &Finch, path: &str) -> f64 {
+    let played = Instant::now();
+    let mut raw = Raw::connect(f.rtsp_port);
+    raw.play_tcp(&f.url(path));
+    raw.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf: Vec<u8> = raw.take_buffered();
+    let mut chunk = [0u8; 65536];
+    while played.elapsed() < Duration::from_secs(10) {
+        if let Ok(n) = raw.stream.read(&mut chunk) {
+            assert!(n > 0, "closed before the first frame");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        while buf.len() >= 4 && buf[0] == b'$' {
+            let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+            if buf.len() < 4 + len {
+                break;
+            }
+            let (ch, p) = (buf[1], buf[4..4 + len].to_vec());
+            buf.drain(..4 + len);
+            if ch == 0 && p.len() >= 14 {
+                let (nal, inner) = (p[12] & 0x1f, p[13] & 0x1f);
+                let key = matches!(nal, 5 | 7 | 24) || (nal == 28 && matches!(inner, 5 | 7));
+                assert!(
+                    key,
+                    "the first video packet is not a keyframe's (NAL {nal}/{inner})"
+                );
+                return played.elapsed().as_secs_f64() * 1000.0;
+            }
+        }
+    }
+    panic!("no video within 10 s");
+}
+
+#[test]
+fn a_reader_arriving_during_a_switch_starts_as_fast_as_at_any_other_time() {
+    let f = Finch::start_supervised("handover-join", "[supervisor]\ndrain_timeout_secs = 20\n");
+    let _p = Publisher::start(&f.url("live/j"), "tcp");
+    f.wait_path_ready("live/j");
+    // Let the GOP cache fill, then measure a quiet-time join.
+    std::thread::sleep(Duration::from_secs(3));
+    let quiet = first_frame_ms(&f, "live/j");
+    let mut during = Vec::new();
+    for (i, delay) in [0u64, 30, 60, 100, 150, 250].into_iter().enumerate() {
+        let old = worker_pid(&f);
+        f.signal(libc::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(delay));
+        during.push(first_frame_ms(&f, "live/j"));
+        wait_restart(&f, old, i as u64);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    eprintln!("first frame: {quiet:.1} ms at a quiet time; {during:.1?} ms joining 0-250 ms into a switch");
+    for ms in &during {
+        assert!(
+            *ms < quiet + 500.0,
+            "a reader joining during a switch waited {ms:.0} ms for its first frame ({quiet:.0} ms otherwise): {during:?}"
+        );
+    }
+}
