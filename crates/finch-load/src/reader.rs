@@ -43,6 +43,11 @@ pub struct Record {
     pub tail: u64,
     /// The server closed the connection before the deadline.
     pub cut: bool,
+    /// How far the video fell behind real time over the run, in seconds: the time it was
+    /// received over, less the media time (RTP timestamps) received. A server that keeps up
+    /// gives zero or less (a reader starting at the GOP cache gets its first seconds at once);
+    /// one that falls behind its readers without a gap shows here and nowhere else.
+    pub behind_s: Option<f64>,
 }
 
 impl Record {
@@ -78,6 +83,9 @@ struct Track {
     gaps: u64,
     first_at: Option<Instant>,
     last_at: Option<Instant>,
+    /// RTP timestamps unwrapped to 64 bits: the first and the newest.
+    first_ts: Option<i64>,
+    last_ts: i64,
 }
 
 impl Track {
@@ -97,6 +105,28 @@ impl Track {
         self.last_seq = Some(seq);
         self.first_at.get_or_insert(now);
         self.last_at = Some(now);
+        let ts = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+        match self.first_ts {
+            None => {
+                self.first_ts = Some(i64::from(ts));
+                self.last_ts = i64::from(ts);
+            }
+            Some(_) => {
+                // The newest timestamp moves on by the signed 32-bit difference (B-frames and
+                // wrap-around included).
+                let step = i64::from(ts.wrapping_sub(self.last_ts as u32) as i32);
+                if step > 0 {
+                    self.last_ts += step;
+                }
+            }
+        }
+    }
+
+    /// Received-over time less media time, at `clock` Hz.
+    fn behind(&self, clock: f64) -> Option<f64> {
+        let (first, last, ts0) = (self.first_at?, self.last_at?, self.first_ts?);
+        let media = (self.last_ts - ts0) as f64 / clock;
+        Some(last.saturating_duration_since(first).as_secs_f64() - media)
     }
 
     /// What it would have received after its last packet, at its own rate, had it not been cut
@@ -334,7 +364,14 @@ async fn play_and_count(
             }
         }
         // A cut reader's sockets go quiet: their tails count what it missed.
-        finish(rec, &tracks, first_key, played_at, deadline);
+        finish(
+            rec,
+            &tracks,
+            first_key,
+            played_at,
+            deadline,
+            video.as_ref().map(|v| v.track),
+        );
         return Ok(());
     }
     loop {
@@ -393,7 +430,14 @@ async fn play_and_count(
             _ => {}
         }
     }
-    finish(rec, &tracks, first_key, played_at, deadline);
+    finish(
+        rec,
+        &tracks,
+        first_key,
+        played_at,
+        deadline,
+        video.as_ref().map(|v| v.track),
+    );
     Ok(())
 }
 
@@ -403,8 +447,13 @@ fn finish(
     first_key: Option<Instant>,
     played_at: Instant,
     deadline: Instant,
+    video: Option<usize>,
 ) {
     rec.first_key = first_key.map(|k| k.saturating_duration_since(played_at));
+    // H.264 and H.265 tell time at 90 kHz.
+    rec.behind_s = video
+        .and_then(|v| tracks.get(v))
+        .and_then(|t| t.behind(90_000.0));
     for t in tracks {
         rec.bytes += t.bytes;
         rec.packets += t.packets;
@@ -488,6 +537,38 @@ mod tests {
         p.extend_from_slice(&[0; 8]);
         p.extend_from_slice(&[1; 100]);
         p
+    }
+
+    fn rtp_at(seq: u16, ts: u32) -> Vec<u8> {
+        let mut p = rtp(seq);
+        p[4..8].copy_from_slice(&ts.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn a_reader_fed_slower_than_real_time_shows_as_behind() {
+        let t0 = Instant::now();
+        // 25 fps of media over 4 s, from a timestamp close to wrapping: in time, then at half
+        // the speed (two seconds of media take four).
+        let start = u32::MAX - 10_000;
+        let (mut fine, mut slow) = (Track::default(), Track::default());
+        for n in 0..100u32 {
+            let ts = start.wrapping_add(n * 3600);
+            fine.packet(
+                &rtp_at(n as u16, ts),
+                t0 + Duration::from_millis(40 * u64::from(n)),
+            );
+            if n < 50 {
+                slow.packet(
+                    &rtp_at(n as u16, ts),
+                    t0 + Duration::from_millis(80 * u64::from(n)),
+                );
+            }
+        }
+        let b = fine.behind(90_000.0).unwrap();
+        assert!(b.abs() < 0.01, "{b}");
+        let b = slow.behind(90_000.0).unwrap();
+        assert!((b - 1.96).abs() < 0.01, "{b}");
     }
 
     #[test]

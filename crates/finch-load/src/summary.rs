@@ -31,6 +31,11 @@ pub struct Summary {
     /// Packets missing in sequence gaps, and after a cut or stall.
     pub gaps: u64,
     pub tail: u64,
+    /// How far readers' video fell behind real time (see `Record::behind_s`), and how many
+    /// fell more than a second behind.
+    pub behind_s_median: Option<f64>,
+    pub behind_s_p99: Option<f64>,
+    pub readers_behind_1s: usize,
     /// From PLAY's answer to the first keyframe packet.
     pub first_key_ms_median: Option<f64>,
     pub first_key_ms_p99: Option<f64>,
@@ -85,6 +90,8 @@ impl Summary {
         per.sort_unstable();
         let mut keys: Vec<f64> = played.iter().filter_map(|r| r.first_key).map(ms).collect();
         keys.sort_by(f64::total_cmp);
+        let mut behind: Vec<f64> = played.iter().filter_map(|r| r.behind_s).collect();
+        behind.sort_by(f64::total_cmp);
         let mut connects: Vec<f64> = played.iter().filter_map(|r| r.connect).map(ms).collect();
         connects.sort_by(f64::total_cmp);
         let all_connected = played
@@ -115,6 +122,9 @@ impl Summary {
             rtp_packets: played.iter().map(|r| r.packets).sum(),
             gaps: played.iter().map(|r| r.gaps).sum(),
             tail: played.iter().map(|r| r.tail).sum(),
+            behind_s_median: quantile(&behind, 0.5),
+            behind_s_p99: quantile(&behind, 0.99),
+            readers_behind_1s: behind.iter().filter(|&&b| b > 1.0).count(),
             first_key_ms_median: quantile(&keys, 0.5),
             first_key_ms_p99: quantile(&keys, 0.99),
             connect_ms_median: quantile(&connects, 0.5),
