@@ -310,3 +310,139 @@ fn a_reader_arriving_during_a_switch_starts_as_fast_as_at_any_other_time() {
         );
     }
 }
+
+#[test]
+fn a_udp_publisher_and_udp_players_stay_through_graceful_restarts() {
+    let f = Finch::start_supervised("handover-udp", "[supervisor]\ndrain_timeout_secs = 20\n");
+    let mut publisher = Publisher::start(&f.url("live/u"), "udp");
+    f.wait_path_ready("live/u");
+    let source = publisher_session(&f, "live/u");
+    let url = f.url("live/u");
+    const SECS: u64 = 25;
+    let gst = {
+        let url = url.clone();
+        std::thread::spawn(move || gst_play(&url, "udp", SECS))
+    };
+    let retina = {
+        let url = url.clone();
+        std::thread::spawn(move || block_on(retina_read(url, true, SECS)))
+    };
+    let ffmpeg = {
+        let url = url.clone();
+        std::thread::spawn(move || ffmpeg_count_frames(&url, "udp", SECS as u32))
+    };
+    let players = || {
+        f.api("/api/v1/paths/live/u").1["readers"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || players() == 3),
+        "{}",
+        f.log()
+    );
+    let mut worst = Duration::ZERO;
+    for i in 0..10u64 {
+        let old = worker_pid(&f);
+        let asked = Instant::now();
+        f.signal(libc::SIGUSR2);
+        wait_restart(&f, old, i);
+        assert!(
+            wait_until(Duration::from_secs(3), || !alive(old)),
+            "restart {i}: the old worker is still there\n{}",
+            f.log()
+        );
+        worst = worst.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    assert_eq!(
+        players(),
+        3,
+        "a player was dropped: {}",
+        f.api("/api/v1/paths/live/u").1
+    );
+    assert_eq!(
+        publisher_session(&f, "live/u"),
+        source,
+        "the publisher reconnected"
+    );
+    assert!(publisher.alive(), "the publisher (ffmpeg) gave up");
+    let expected = 25 * SECS;
+    let (gst_frames, gst_err) = gst.join().unwrap();
+    let seen = retina.join().unwrap().unwrap();
+    let ffmpeg_frames = ffmpeg.join().unwrap();
+    eprintln!(
+        "UDP through 10 restarts (old worker gone within {worst:?}): gst {gst_frames}, retina {}, ffmpeg {ffmpeg_frames} frames of {expected}",
+        seen.frames
+    );
+    assert!(
+        gst_frames as u64 > expected * 9 / 10,
+        "gst: {gst_frames}\n{gst_err}"
+    );
+    assert!(
+        seen.frames as u64 > expected * 9 / 10 && seen.error.is_none() && !seen.ended,
+        "retina: {seen:?}"
+    );
+    assert!(
+        ffmpeg_frames > expected * 9 / 10,
+        "ffmpeg: {ffmpeg_frames} frames"
+    );
+}
+
+#[test]
+fn an_upgrade_hands_sessions_to_the_new_binary_and_a_broken_one_drops_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("handover-upgrade-bin");
+    let bin = dir.join("finch");
+    std::fs::copy(env!("CARGO_BIN_EXE_finch"), &bin).unwrap();
+    let f = Finch::start_supervised_binary(
+        &bin,
+        "handover-upgrade",
+        "[supervisor]\ndrain_timeout_secs = 20\n",
+    );
+    let mut publisher = Publisher::start(&f.url("live/up"), "tcp");
+    f.wait_path_ready("live/up");
+    let source = publisher_session(&f, "live/up");
+    let raw = SeqReader::start(&f, "live/up");
+    let first = worker_pid(&f);
+    // A broken upgrade: the new binary cannot start; the serving worker keeps everything.
+    let broken = dir.join("finch.broken");
+    std::fs::write(&broken, "#!/bin/sh\nexit 255\n").unwrap();
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&broken, &bin).unwrap();
+    let before = raw.seen().packets;
+    f.signal(libc::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let log = f.log();
+            log.contains("the current worker keeps serving")
+                || log.contains("the current one keeps serving")
+        }),
+        "{}",
+        f.log()
+    );
+    assert_eq!(worker_pid(&f), first);
+    assert!(wait_until(Duration::from_secs(3), || raw.seen().packets > before + 25));
+    // A good upgrade at the same path: the new binary's worker takes the sessions.
+    let good = dir.join("finch.good");
+    std::fs::copy(env!("CARGO_BIN_EXE_finch"), &good).unwrap();
+    std::fs::rename(&good, &bin).unwrap();
+    f.signal(libc::SIGUSR2);
+    wait_restart(&f, first, 1);
+    assert!(
+        wait_until(Duration::from_secs(3), || !alive(first)),
+        "{}",
+        f.log()
+    );
+    let before = raw.seen().packets;
+    assert!(wait_until(Duration::from_secs(3), || raw.seen().packets > before + 25));
+    assert_eq!(
+        publisher_session(&f, "live/up"),
+        source,
+        "the publisher reconnected"
+    );
+    assert!(publisher.alive());
+    let seqs = raw.finish();
+    assert!(!seqs.closed);
+    assert_eq!((seqs.missing, seqs.repeated), (0, 0), "{seqs:?}");
+}

@@ -502,10 +502,16 @@ pub fn ffmpeg_count_frames(url: &str, transport: &str, secs: u32) -> u64 {
 /// GStreamer playing `url` over TCP for `secs` (rtspsrc ! depay ! parse ! decode ! fakesink):
 /// the frames it decoded, and its stderr.
 pub fn gst_play_tcp(url: &str, secs: u64) -> (usize, String) {
+    gst_play(url, "tcp", secs)
+}
+
+/// GStreamer playing `url` over `protocols` (`tcp`, `udp`) for `secs`: frames decoded, stderr.
+pub fn gst_play(url: &str, protocols: &str, secs: u64) -> (usize, String) {
     let out = std::process::Command::new("timeout")
         .args([&secs.to_string(), "gst-launch-1.0", "-v", "rtspsrc"])
         .arg(format!("location={url}"))
-        .args(["protocols=tcp", "!", "rtph264depay", "!", "h264parse", "!"])
+        .arg(format!("protocols={protocols}"))
+        .args(["!", "rtph264depay", "!", "h264parse", "!"])
         .args(["avdec_h264", "!", "fakesink", "silent=false"])
         .output()
         .unwrap();

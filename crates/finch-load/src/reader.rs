@@ -86,6 +86,7 @@ struct Track {
     /// RTP timestamps unwrapped to 64 bits: the first and the newest.
     first_ts: Option<i64>,
     last_ts: i64,
+    last_raw: u32,
 }
 
 impl Track {
@@ -110,13 +111,19 @@ impl Track {
             None => {
                 self.first_ts = Some(i64::from(ts));
                 self.last_ts = i64::from(ts);
+                self.last_raw = ts;
             }
             Some(_) => {
-                // The newest timestamp moves on by the signed 32-bit difference (B-frames and
-                // wrap-around included).
-                let step = i64::from(ts.wrapping_sub(self.last_ts as u32) as i32);
+                // The newest timestamp moves on by the signed 32-bit difference (wrap-around
+                // included); one a little older (a B-frame's) moves nothing, and a jump back of
+                // more than a second (a source that loops its recording, or restarts) is a new
+                // start to count on from.
+                let step = i64::from(ts.wrapping_sub(self.last_raw) as i32);
                 if step > 0 {
                     self.last_ts += step;
+                    self.last_raw = ts;
+                } else if step < -90_000 {
+                    self.last_raw = ts;
                 }
             }
         }
@@ -569,6 +576,17 @@ mod tests {
         assert!(b.abs() < 0.01, "{b}");
         let b = slow.behind(90_000.0).unwrap();
         assert!((b - 1.96).abs() < 0.01, "{b}");
+        // A source that loops its recording: media time goes on counting after the jump back.
+        let mut looped = Track::default();
+        for n in 0..100u32 {
+            let ts = (n % 50) * 3600;
+            looped.packet(
+                &rtp_at(n as u16, ts),
+                t0 + Duration::from_millis(40 * u64::from(n)),
+            );
+        }
+        let b = looped.behind(90_000.0).unwrap();
+        assert!(b.abs() < 0.05, "{b}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long one round waits for the connections' answers. A connection busy in a slow write
 /// answers late and stays (it drains, as before).
@@ -30,7 +31,7 @@ pub(crate) struct Moves {
 /// Hands what can move to the next worker of this supervisor, if one is waiting for it;
 /// what moved (nothing if there is no next worker, it refused, or the transfer failed, in
 /// which case every connection goes on here).
-pub(crate) async fn give(shared: &Arc<Shared>) -> Moves {
+pub(crate) async fn give(shared: &Arc<Shared>, udp: &CancellationToken) -> Moves {
     let Some(sup) = shared.supervision.as_ref() else {
         return Moves::default();
     };
@@ -58,6 +59,9 @@ pub(crate) async fn give(shared: &Arc<Shared>) -> Moves {
         }
         Err(_) => return Moves::default(),
     };
+    // From now on the shared UDP sockets are left to the next worker: what UDP publishers send
+    // meanwhile waits in the kernel for it.
+    udp.cancel();
     let h = &shared.handover;
     let (tx, mut rx) = mpsc::unbounded_channel();
     *h.answers.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);

@@ -15,8 +15,14 @@
 //! worker exits once nothing is left; if anything fails before the answer, they resume as if
 //! nothing had happened, and drain as before.
 //!
-//! What cannot move drains as before: RTSPS (TLS state does not transfer), UDP sessions, and
-//! readers of pulled paths (the next worker pulls the camera itself).
+//! UDP sessions move too: their media goes from the shared socket pairs, which the next worker
+//! holds as well (same pairs, same order), so what moves is the client's addresses and the
+//! routes. The old worker stops reading those sockets when the handover begins, and the next
+//! one starts reading them only once it has the sessions (`Handover::settled`): a UDP
+//! publisher's datagrams meanwhile wait in the kernel for their new owner.
+//!
+//! What cannot move drains as before: RTSPS (TLS state does not transfer) and readers of pulled
+//! paths (the next worker pulls the camera itself).
 
 mod give;
 mod take;
@@ -69,9 +75,25 @@ pub(crate) struct MovedSession {
     pub(crate) path: String,
     /// When it was created (ms since the Unix epoch).
     pub(crate) since_ms: u64,
-    /// Per track of the stream: the interleaved (RTP, RTCP) channels, if set up.
-    pub(crate) tracks: Vec<Option<(u8, u8)>>,
+    /// Per track of the stream: how it reaches its peer, if set up.
+    pub(crate) tracks: Vec<Option<MovedTrack>>,
     pub(crate) role: MovedRole,
+}
+
+/// How a set-up track reaches its peer: interleaved channels, or the client's UDP ports and
+/// the shared pair that serves them (the next worker has the same pairs, in the same order).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub(crate) enum MovedTrack {
+    Tcp {
+        rtp: u8,
+        rtcp: u8,
+    },
+    Udp {
+        rtp: SocketAddr,
+        rtcp: SocketAddr,
+        pair: usize,
+    },
 }
 
 /// What the session does.
@@ -167,6 +189,10 @@ pub struct Handover {
     pub(crate) took: Mutex<Option<String>>,
     /// Until when this worker expects its predecessor's sessions (see [`Handover::expecting`]).
     expecting_until: Mutex<Option<std::time::Instant>>,
+    /// Fired once this worker has its predecessor's sessions, or expects none: only then does
+    /// it read the shared UDP sockets (until then the old worker's UDP publishers' datagrams
+    /// wait in the kernel for whichever worker will own them, instead of being split).
+    pub settled: CancellationToken,
 }
 
 impl Handover {

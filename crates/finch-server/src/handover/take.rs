@@ -22,10 +22,12 @@ const EXPECT: Duration = Duration::from_secs(3);
 /// Starts listening for the previous worker's sessions, if the supervisor started this worker
 /// to replace one. Called before Ready, so the socket is there when the old worker looks.
 pub(crate) fn listen(shared: &Arc<Shared>, tracker: &TaskTracker) {
-    if std::env::var_os(ADOPT_ENV).is_none() {
-        return;
-    }
-    let Some(sup) = shared.supervision.as_ref() else {
+    let Some(sup) = shared
+        .supervision
+        .as_ref()
+        .filter(|_| std::env::var_os(ADOPT_ENV).is_some())
+    else {
+        shared.handover.settled.cancel();
         return;
     };
     let supervisor = sup.supervisor_pid;
@@ -35,6 +37,7 @@ pub(crate) fn listen(shared: &Arc<Shared>, tracker: &TaskTracker) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "cannot wait for the previous worker's sessions; they drain there");
+            shared.handover.settled.cancel();
             return;
         }
     };
@@ -79,6 +82,7 @@ struct Expected(Arc<Shared>);
 impl Drop for Expected {
     fn drop(&mut self) {
         self.0.handover.expect(None);
+        self.0.handover.settled.cancel();
     }
 }
 

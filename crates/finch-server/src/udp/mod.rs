@@ -138,6 +138,11 @@ impl Udp {
         socket.send_to(data, p.destination(to)).await.is_ok()
     }
 
+    /// How many socket pairs there are (the same, in the same order, in every worker).
+    pub fn pair_count(&self) -> usize {
+        self.pairs.len()
+    }
+
     /// Sends datagrams from a pair's RTP or RTCP socket in as few system calls as the kernel
     /// allows (`sendmmsg`); how many went out. As with [`Udp::send`], an error concerns its
     /// datagram only.

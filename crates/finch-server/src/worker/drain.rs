@@ -38,7 +38,7 @@ pub(super) async fn finish(
         // shared sockets and each get half the datagrams, so this one stops reading them and
         // ends its UDP sessions now (their clients reconnect to the new worker).
         // What can move goes to the next worker first; the rest drains.
-        crate::handover::give(shared).await;
+        crate::handover::give(shared, &tokens.udp).await;
         tracing::info!(drain_secs = drain.as_secs(), "draining sessions");
         tokens.udp.cancel();
         shared.sessions.kick_transport("udp");

@@ -96,7 +96,15 @@ pub async fn run(
     // The UDP loops stop with the sessions, or earlier when a drain hands UDP to the next worker.
     let udp_stop = sessions.child_token();
     if let Some(udp) = udp {
-        tracker.spawn(udp.run(udp_stop.clone()));
+        // A replacement reads them once its predecessor's sessions are here (see `handover`).
+        let settled = shared.handover.settled.clone();
+        let stop = udp_stop.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = settled.cancelled() => udp.run(stop).await,
+                _ = stop.cancelled() => {}
+            }
+        });
     }
     // Running before the first accept: connections that waited in the backlog during a restart
     // are served, not answered 503 as if the server were refusing them.

@@ -5,13 +5,13 @@
 use super::{media, Conn, BATCH};
 use crate::activity::Activity;
 use crate::auth::Action;
-use crate::handover::{Answer, Cached, Moved, MovedRole, MovedSession, Round};
+use crate::handover::{Answer, Cached, Moved, MovedRole, MovedSession, MovedTrack, Round};
 use crate::rtsp::session::{
     Playing, Publishing, ReadState, Reading, Role, Session, TrackTransport,
 };
 use crate::sessions::SessionInfo;
 use crate::shared::Shared;
-use crate::udp::RouteSet;
+use crate::udp::{Route, RouteSet};
 use bytes::BytesMut;
 use finch_proto::sdp::Sdp;
 use finch_relay::{Evict, Packet, Policy, ReaderInfo, SourceInfo, SourceKind, Start};
@@ -25,14 +25,15 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Interleaved channels of set-up tracks, if every one of them is interleaved.
-fn tcp_tracks(tracks: &[Option<TrackTransport>]) -> Option<Vec<Option<(u8, u8)>>> {
+/// How each set-up track reaches its peer, as it moves.
+fn moved_tracks(tracks: &[Option<TrackTransport>]) -> Vec<Option<MovedTrack>> {
     tracks
         .iter()
-        .map(|t| match t {
-            None => Some(None),
-            Some(TrackTransport::Tcp { rtp, rtcp }) => Some(Some((*rtp, *rtcp))),
-            Some(TrackTransport::Udp { .. }) => None,
+        .map(|t| {
+            t.map(|t| match t {
+                TrackTransport::Tcp { rtp, rtcp } => MovedTrack::Tcp { rtp, rtcp },
+                TrackTransport::Udp { rtp, rtcp, pair } => MovedTrack::Udp { rtp, rtcp, pair },
+            })
         })
         .collect()
 }
@@ -95,12 +96,10 @@ impl Conn {
                     ..
                 }),
                 Round::Publishers,
-            ) => p.recording && tcp_tracks(&p.tracks).is_some(),
+            ) => p.recording,
             (None, Round::Others) => true,
             (Some(s), Round::Others) => match &s.role {
-                Role::Reader(r) => {
-                    self.shared.handover.path_moving(&s.path) && tcp_tracks(&r.tracks).is_some()
-                }
+                Role::Reader(_) => self.shared.handover.path_moving(&s.path),
                 Role::Publisher(_) => false,
             },
             _ => false,
@@ -115,6 +114,7 @@ impl Conn {
         scratch: &mut media::Scratch,
     ) -> bool {
         let write_timeout = Duration::from_secs(self.config.rtsp.write_timeout_secs);
+        let udp = self.shared.udp.clone();
         let Some((playing, tracks)) = self.session.as_mut().and_then(Session::playing_mut) else {
             return true;
         };
@@ -125,7 +125,7 @@ impl Conn {
                 Ok(_) => {}
                 Err(_) => return false,
             }
-            let write = media::write(sock, None, playing, tracks, batch, scratch);
+            let write = media::write(sock, udp.as_deref(), playing, tracks, batch, scratch);
             if !matches!(tokio::time::timeout(write_timeout, write).await, Ok(Ok(_))) {
                 return false;
             }
@@ -145,7 +145,7 @@ impl Conn {
                 Role::Publisher(p) => {
                     let (reports, cache) = p.publisher.stream().cached();
                     (
-                        tcp_tracks(&p.tracks).unwrap_or_default(),
+                        moved_tracks(&p.tracks),
                         MovedRole::Publisher {
                             sdp: p.publisher.stream().sdp.write(),
                             recording: p.recording,
@@ -156,7 +156,7 @@ impl Conn {
                     )
                 }
                 Role::Reader(r) => (
-                    tcp_tracks(&r.tracks).unwrap_or_default(),
+                    moved_tracks(&r.tracks),
                     MovedRole::Reader {
                         state: match r.state {
                             ReadState::Ready => "ready",
@@ -237,11 +237,25 @@ pub(crate) fn adopt(shared: &Arc<Shared>, m: Moved, fd: OwnedFd) -> Result<Task,
 
 impl Conn {
     fn adopt_session(&mut self, s: MovedSession) -> Result<Session, String> {
-        let tracks: Vec<Option<TrackTransport>> = s
-            .tracks
-            .iter()
-            .map(|t| t.map(|(rtp, rtcp)| TrackTransport::Tcp { rtp, rtcp }))
-            .collect();
+        let pairs = self.shared.udp.as_ref().map_or(0, |u| u.pair_count());
+        let mut tracks: Vec<Option<TrackTransport>> = Vec::with_capacity(s.tracks.len());
+        for t in &s.tracks {
+            tracks.push(match *t {
+                None => None,
+                Some(MovedTrack::Tcp { rtp, rtcp }) => Some(TrackTransport::Tcp { rtp, rtcp }),
+                Some(MovedTrack::Udp { rtp, rtcp, pair }) if pair < pairs => {
+                    Some(TrackTransport::Udp { rtp, rtcp, pair })
+                }
+                Some(MovedTrack::Udp { .. }) => return Err("its UDP pair is not here".into()),
+            });
+        }
+        let transport = tracks.iter().flatten().next().map_or("tcp", |t| t.name());
+        let activity = Activity::new();
+        let mut routes = self
+            .shared
+            .udp
+            .as_ref()
+            .map(|u| RouteSet::new(u.routes().clone(), &s.id));
         let since = UNIX_EPOCH + Duration::from_millis(s.since_ms);
         let (role, role_name) = match s.role {
             MovedRole::Publisher {
@@ -262,7 +276,7 @@ impl Conn {
                     kind: SourceKind::Publisher,
                     id: s.id.clone(),
                     peer: self.peer,
-                    transport: Some("tcp"),
+                    transport: Some(transport),
                     evict: Evict(Some(Arc::new(move || kick.cancel()))),
                 };
                 let policy = Policy {
@@ -282,7 +296,12 @@ impl Conn {
                     reports.into_iter().map(|c| c.packet(now)).collect(),
                     cache.into_iter().map(|c| c.packet(now)).collect(),
                 );
-                publisher.set_transport("tcp");
+                publisher.set_transport(transport);
+                add_routes(&mut routes, &tracks, |track| Route::Publish {
+                    feed: publisher.feed(),
+                    track,
+                    activity: activity.clone(),
+                })?;
                 if recording && !publisher.go_live() {
                     return Err("its path closed".into());
                 }
@@ -315,7 +334,7 @@ impl Conn {
                         let info = ReaderInfo {
                             session: s.id.clone(),
                             peer: self.peer,
-                            transport: "tcp",
+                            transport,
                         };
                         let reader = stream
                             .join(info, &set_up, Start::Next)
@@ -323,6 +342,9 @@ impl Conn {
                         ReadState::Playing(Playing { reader, paced: 0 })
                     }
                 };
+                add_routes(&mut routes, &tracks, |_| Route::Read {
+                    activity: activity.clone(),
+                })?;
                 let role = Role::Reader(Reading {
                     stream,
                     tracks,
@@ -336,7 +358,7 @@ impl Conn {
             path: s.path.clone(),
             role: role_name,
             peer: self.peer,
-            transport: Some("tcp"),
+            transport: Some(transport),
             since: if since > SystemTime::now() {
                 SystemTime::now()
             } else {
@@ -344,18 +366,29 @@ impl Conn {
             },
             kick: self.cancel.clone(),
         });
-        let routes = self
-            .shared
-            .udp
-            .as_ref()
-            .map(|u| RouteSet::new(u.routes().clone(), &s.id));
         Ok(Session {
             id: s.id,
             path: s.path,
-            activity: Activity::new(),
+            activity,
             role,
             routes,
             entry,
         })
     }
+}
+
+/// The UDP routes of a session's set-up tracks (its client's RTP and RTCP ports).
+fn add_routes(
+    routes: &mut Option<RouteSet>,
+    tracks: &[Option<TrackTransport>],
+    route: impl Fn(usize) -> Route,
+) -> Result<(), String> {
+    for (i, t) in tracks.iter().enumerate() {
+        if let (Some(TrackTransport::Udp { rtp, rtcp, .. }), Some(routes)) = (t, routes.as_mut()) {
+            for key in [(false, *rtp), (true, *rtcp)] {
+                routes.add(key, route(i)).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
 }
