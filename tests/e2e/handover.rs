@@ -101,6 +101,49 @@ impl SeqReader {
     }
 }
 
+/// gst, retina and ffmpeg playing one URL for `secs` on their own threads.
+struct Players {
+    gst: std::thread::JoinHandle<(usize, String)>,
+    retina: std::thread::JoinHandle<Result<crate::relay::Seen, String>>,
+    ffmpeg: std::thread::JoinHandle<u64>,
+    secs: u64,
+}
+
+impl Players {
+    fn start(url: &str, udp: bool, secs: u64) -> Players {
+        let (u1, u2, u3) = (url.to_owned(), url.to_owned(), url.to_owned());
+        let transport = if udp { "udp" } else { "tcp" };
+        Players {
+            gst: std::thread::spawn(move || gst_play(&u1, transport, secs)),
+            retina: std::thread::spawn(move || block_on(retina_read(u2, udp, secs))),
+            ffmpeg: std::thread::spawn(move || ffmpeg_count_frames(&u3, transport, secs as u32)),
+            secs,
+        }
+    }
+
+    /// Waits for all three and checks that each decoded nearly every frame of the run (at
+    /// 25 fps; a player that reconnected or stalled falls well short). Returns a summary.
+    fn finish(self) -> String {
+        let expected = 25 * self.secs;
+        let (gst, gst_err) = self.gst.join().unwrap();
+        let seen = self.retina.join().unwrap().unwrap();
+        let ffmpeg = self.ffmpeg.join().unwrap();
+        assert!(
+            gst as u64 > expected * 9 / 10,
+            "gst: {gst} frames\n{gst_err}"
+        );
+        assert!(
+            seen.frames as u64 > expected * 9 / 10 && seen.error.is_none() && !seen.ended,
+            "retina: {seen:?}"
+        );
+        assert!(ffmpeg > expected * 9 / 10, "ffmpeg: {ffmpeg} frames");
+        format!(
+            "gst {gst}, retina {}, ffmpeg {ffmpeg} frames of {expected}",
+            seen.frames
+        )
+    }
+}
+
 fn alive(pid: u64) -> bool {
     // SAFETY: signal 0 only checks whether the process exists.
     unsafe { libc::kill(pid as i32, 0) == 0 }
@@ -129,19 +172,7 @@ fn twenty_graceful_restarts_in_a_row_keep_every_player_and_the_publisher_connect
     f.wait_path_ready("live/h");
     let source = publisher_session(&f, "live/h");
     let url = f.url("live/h");
-    const SECS: u64 = 40;
-    let gst = {
-        let url = url.clone();
-        std::thread::spawn(move || gst_play_tcp(&url, SECS))
-    };
-    let retina = {
-        let url = url.clone();
-        std::thread::spawn(move || block_on(retina_read(url, false, SECS)))
-    };
-    let ffmpeg = {
-        let url = url.clone();
-        std::thread::spawn(move || ffmpeg_count_frames(&url, "tcp", SECS as u32))
-    };
+    let players_run = Players::start(&url, false, 40);
     let raw = SeqReader::start(&f, "live/h");
     let players = || {
         f.api("/api/v1/paths/live/h").1["readers"]
@@ -211,10 +242,8 @@ fn twenty_graceful_restarts_in_a_row_keep_every_player_and_the_publisher_connect
         metrics.contains("finch_sessions_handed_over_total{role=\"reader\"} 4"),
         "{metrics}"
     );
-    // Players that reconnected or stalled would fall well short of 25 fps over the run.
-    let expected = 25 * SECS;
-    let (gst_frames, gst_err) = gst.join().unwrap();
-    let gst_frames = gst_frames as u64;
+    // The raw reader reads on while the players play out their run.
+    let played = players_run.finish();
     let seqs = raw.finish();
     assert!(!seqs.closed, "the raw reader's connection closed");
     assert_eq!(
@@ -222,29 +251,14 @@ fn twenty_graceful_restarts_in_a_row_keep_every_player_and_the_publisher_connect
         (0, 0),
         "sequence numbers across 20 restarts: {seqs:?}"
     );
-    let seen = retina.join().unwrap().unwrap();
-    let ffmpeg_frames = ffmpeg.join().unwrap();
     let worst = switches.iter().map(|s| s.1).max().unwrap_or_default();
     eprintln!(
         "20 restarts in {restarts_took:?} (slowest: new worker serving after {:?}, old gone after {worst:?}); \
-         raw reader {} packets, {} missing, {} repeated; gst {gst_frames}, retina {}, ffmpeg {ffmpeg_frames} frames of {expected}",
+         raw reader {} packets, {} missing, {} repeated; {played}",
         switches.iter().map(|s| s.0).max().unwrap_or_default(),
         seqs.packets,
         seqs.missing,
         seqs.repeated,
-        seen.frames,
-    );
-    assert!(
-        gst_frames > expected * 9 / 10,
-        "gst: {gst_frames} frames\n{gst_err}"
-    );
-    assert!(
-        seen.frames as u64 > expected * 9 / 10 && seen.error.is_none() && !seen.ended,
-        "retina: {seen:?}"
-    );
-    assert!(
-        ffmpeg_frames > expected * 9 / 10,
-        "ffmpeg: {ffmpeg_frames} frames"
     );
 }
 
@@ -318,19 +332,7 @@ fn a_udp_publisher_and_udp_players_stay_through_graceful_restarts() {
     f.wait_path_ready("live/u");
     let source = publisher_session(&f, "live/u");
     let url = f.url("live/u");
-    const SECS: u64 = 25;
-    let gst = {
-        let url = url.clone();
-        std::thread::spawn(move || gst_play(&url, "udp", SECS))
-    };
-    let retina = {
-        let url = url.clone();
-        std::thread::spawn(move || block_on(retina_read(url, true, SECS)))
-    };
-    let ffmpeg = {
-        let url = url.clone();
-        std::thread::spawn(move || ffmpeg_count_frames(&url, "udp", SECS as u32))
-    };
+    let players_run = Players::start(&url, true, 25);
     let players = || {
         f.api("/api/v1/paths/live/u").1["readers"]
             .as_array()
@@ -367,26 +369,8 @@ fn a_udp_publisher_and_udp_players_stay_through_graceful_restarts() {
         "the publisher reconnected"
     );
     assert!(publisher.alive(), "the publisher (ffmpeg) gave up");
-    let expected = 25 * SECS;
-    let (gst_frames, gst_err) = gst.join().unwrap();
-    let seen = retina.join().unwrap().unwrap();
-    let ffmpeg_frames = ffmpeg.join().unwrap();
-    eprintln!(
-        "UDP through 10 restarts (old worker gone within {worst:?}): gst {gst_frames}, retina {}, ffmpeg {ffmpeg_frames} frames of {expected}",
-        seen.frames
-    );
-    assert!(
-        gst_frames as u64 > expected * 9 / 10,
-        "gst: {gst_frames}\n{gst_err}"
-    );
-    assert!(
-        seen.frames as u64 > expected * 9 / 10 && seen.error.is_none() && !seen.ended,
-        "retina: {seen:?}"
-    );
-    assert!(
-        ffmpeg_frames > expected * 9 / 10,
-        "ffmpeg: {ffmpeg_frames} frames"
-    );
+    let played = players_run.finish();
+    eprintln!("UDP through 10 restarts (old worker gone within {worst:?}): {played}");
 }
 
 #[test]
