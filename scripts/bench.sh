@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh: Finch side by side with gst-rtsp-server and a no-logic baseline, in ONE run.
 #
-#   scripts/bench.sh                  the full table (about 25 minutes), written to docs/benchmarks.md
+#   scripts/bench.sh                  the full table (about 15 minutes), written to docs/benchmarks.md
 #   BENCH_READERS="10 100" BENCH_SECS=5 BENCH_OUT=/tmp/b.md scripts/bench.sh     a quick look
 #
 # Every server gets the same live clip (../shared/bench: 1280x720 H.264 + AAC, ~2 Mbit/s, a

@@ -77,6 +77,14 @@ impl Camera {
         self.feed = Some(feed);
     }
 
+    /// Its sensor stops: the camera still answers, and sends no media.
+    fn stop_feed(&mut self) {
+        if let Some(mut c) = self.feed.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops, as a camera losing power: no TEARDOWN, the connections just go.
     fn down(&mut self) {
         for c in [self.server.take(), self.feed.take()].into_iter().flatten() {
@@ -490,4 +498,39 @@ fn a_reload_starts_a_new_camera_keeps_an_unchanged_one_and_stops_a_removed_one()
         .0
         == 404));
     assert!(ffprobe(&f.url("cam/b"), "tcp").contains(&"h264:320:240".to_owned()));
+}
+
+#[test]
+fn a_camera_that_answers_but_sends_no_media_fails_after_the_read_timeout_and_is_retried() {
+    let mut cam = Camera::start(None);
+    let f = Finch::start(
+        "camsilent",
+        &format!(
+            "[paths.\"cam/s\"]\nsource = \"{}\"\nsource_transport = \"tcp\"\nsource_read_timeout_secs = 2\n",
+            cam.url()
+        ),
+    );
+    f.wait_path_ready("cam/s");
+    let before = source(&f, "cam/s")["reconnects"].as_u64().unwrap_or(0);
+    cam.stop_feed();
+    let stopped = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            source(&f, "cam/s")["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no media"))
+        }),
+        "{}\n{}",
+        source(&f, "cam/s"),
+        f.log()
+    );
+    let noticed = stopped.elapsed();
+    assert!(
+        source(&f, "cam/s")["reconnects"].as_u64().unwrap_or(0) > before,
+        "{}",
+        source(&f, "cam/s")
+    );
+    eprintln!(
+        "a camera that went silent was given up after {noticed:?} (source_read_timeout_secs = 2)"
+    );
 }
