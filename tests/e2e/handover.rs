@@ -12,25 +12,25 @@ use std::time::{Duration, Instant};
 
 /// A raw RTP-over-TCP reader on its own thread: every video sequence number it sees, checked
 /// for gaps and repeats, until stopped.
-struct SeqReader {
+pub(crate) struct SeqReader {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Seqs>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Debug, Default, Clone)]
-struct Seqs {
-    packets: u64,
+pub(crate) struct Seqs {
+    pub(crate) packets: u64,
     /// Packets missing between consecutive ones.
-    missing: u64,
+    pub(crate) missing: u64,
     /// Packets whose number was not after the last one.
-    repeated: u64,
-    last: Option<u16>,
-    closed: bool,
+    pub(crate) repeated: u64,
+    pub(crate) last: Option<u16>,
+    pub(crate) closed: bool,
 }
 
 impl SeqReader {
-    fn start(f: &Finch, path: &str) -> SeqReader {
+    pub(crate) fn start(f: &Finch, path: &str) -> SeqReader {
         let mut raw = Raw::connect(f.rtsp_port);
         raw.play_tcp(&f.url(path));
         raw.stream
@@ -88,11 +88,11 @@ impl SeqReader {
         }
     }
 
-    fn seen(&self) -> Seqs {
+    pub(crate) fn seen(&self) -> Seqs {
         self.seen.lock().unwrap().clone()
     }
 
-    fn finish(mut self) -> Seqs {
+    pub(crate) fn finish(mut self) -> Seqs {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
@@ -144,7 +144,7 @@ impl Players {
     }
 }
 
-fn alive(pid: u64) -> bool {
+pub(crate) fn alive(pid: u64) -> bool {
     // SAFETY: signal 0 only checks whether the process exists.
     unsafe { libc::kill(pid as i32, 0) == 0 }
 }

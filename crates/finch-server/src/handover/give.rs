@@ -2,8 +2,9 @@
 //! round, send them, and tell each one whether it moved.
 
 use super::wire::{self, Give, Reply};
-use super::{socket_name, Answer, Moved, VERSION};
+use super::{socket_name, Answer, Cached, Moved, MovedPath, VERSION};
 use crate::shared::Shared;
+use finch_relay::SourceKind;
 use std::os::fd::RawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
@@ -74,8 +75,36 @@ pub(crate) async fn give(shared: &Arc<Shared>, udp: &CancellationToken) -> Moves
             .iter()
             .filter_map(|p| Some(p.0.session.as_ref()?.path.clone())),
     );
+    // Pulled paths move without their camera session: their readers follow too.
+    let pulled: Vec<String> = shared
+        .registry
+        .list()
+        .into_iter()
+        .filter(|p| p.source.kind == SourceKind::Pull && p.is_live())
+        .map(|p| p.name)
+        .collect();
+    h.moving
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(pulled.iter().cloned());
     h.others.cancel();
     paused.extend(collect(&mut rx, shared, publishers).await);
+    // Taken after the readers paused: what the camera sent since, they never got, and the next
+    // worker numbers on after it (a gap for them, never a repeat).
+    let paths: Vec<MovedPath> = pulled
+        .iter()
+        .filter_map(|name| {
+            let stream = shared.registry.live_stream(name)?;
+            let (reports, cache) = stream.cached();
+            Some(MovedPath {
+                path: name.clone(),
+                sdp: stream.sdp.write(),
+                numbering: stream.numbering(),
+                reports: reports.iter().map(Cached::of).collect(),
+                cache: cache.iter().map(Cached::of).collect(),
+            })
+        })
+        .collect();
     // Late answers find no one listening, and their connections go on here.
     *h.answers.lock().unwrap_or_else(|e| e.into_inner()) = None;
     while let Ok(a) = rx.try_recv() {
@@ -92,7 +121,11 @@ pub(crate) async fn give(shared: &Arc<Shared>, udp: &CancellationToken) -> Moves
         connections: count("connection"),
     };
     // The descriptors stay valid: their connections hold their sockets until the verdict.
+    let carried = paths.len();
     let sent = tokio::task::spawn_blocking(move || -> std::io::Result<Reply> {
+        for p in paths {
+            wire::send(&sock, &Give::Path { path: Box::new(p) }, None)?;
+        }
         for (m, fd) in moved {
             wire::send(&sock, &Give::Session { moved: Box::new(m) }, Some(fd))?;
         }
@@ -123,6 +156,7 @@ pub(crate) async fn give(shared: &Arc<Shared>, udp: &CancellationToken) -> Moves
             publishers = moves.publishers,
             readers = moves.readers,
             connections = moves.connections,
+            pulled_paths = carried,
             "sessions handed over to the next worker"
         );
         moves

@@ -21,8 +21,13 @@
 //! one starts reading them only once it has the sessions (`Handover::settled`): a UDP
 //! publisher's datagrams meanwhile wait in the kernel for their new owner.
 //!
-//! What cannot move drains as before: RTSPS (TLS state does not transfer) and readers of pulled
-//! paths (the next worker pulls the camera itself).
+//! A pulled path moves without its camera session: the next worker gets the path's stream
+//! (numbering, cache) and holds it as if its camera had just gone away, its moved readers
+//! waiting in it; then it pulls the camera itself (only once it has the sessions), and the
+//! camera's stream continues the same numbering from its next keyframe, as after any camera
+//! drop within grace. The readers stall for that reconnect, never reconnect themselves.
+//!
+//! What cannot move drains as before: RTSPS (TLS state does not transfer).
 
 mod give;
 mod take;
@@ -39,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use give::give;
-pub(crate) use take::listen;
+pub(crate) use take::{adopting, listen};
 
 /// The state format. A worker that does not speak the giver's version refuses it all, and the
 /// old worker drains as before.
@@ -114,6 +119,16 @@ pub(crate) enum MovedRole {
         /// `ready`, `playing` or `paused`.
         state: String,
     },
+}
+
+/// A pulled path's stream as it moves (its camera session does not).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MovedPath {
+    pub(crate) path: String,
+    pub(crate) sdp: String,
+    pub(crate) numbering: Numbering,
+    pub(crate) reports: Vec<Cached>,
+    pub(crate) cache: Vec<Cached>,
 }
 
 /// A cached packet as it moves (in readers' numbering).

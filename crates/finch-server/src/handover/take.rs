@@ -2,7 +2,7 @@
 //! its connections, re-create their sessions and serve them on.
 
 use super::wire::{self, Give, Reply};
-use super::{socket_name, Moved, ADOPT_ENV, VERSION};
+use super::{socket_name, Moved, MovedPath, ADOPT_ENV, VERSION};
 use crate::shared::Shared;
 use finch_control::ToSupervisor;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -12,21 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
-/// How long a new worker waits for its predecessor's sessions before it frees the name (the
-/// predecessor drains as soon as this worker is ready, so it comes within moments or never).
-const WAIT: Duration = Duration::from_secs(30);
-/// How long requests for a path this worker does not have wait for the predecessor's
-/// sessions (it starts handing over right after our Ready; an older binary never does).
-const EXPECT: Duration = Duration::from_secs(3);
+/// How long a new worker waits for its predecessor to start handing over (it starts as soon as
+/// this worker is ready, so within moments, or never: an older binary drains instead). Until
+/// then requests for a path that is not here wait rather than get 404, and the shared UDP
+/// sockets and the cameras are left alone; after it, this worker serves as a fresh one.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the supervisor started this worker to take over a serving one's sessions.
+pub(crate) fn adopting(shared: &Shared) -> bool {
+    shared.supervision.is_some() && std::env::var_os(ADOPT_ENV).is_some()
+}
 
 /// Starts listening for the previous worker's sessions, if the supervisor started this worker
 /// to replace one. Called before Ready, so the socket is there when the old worker looks.
 pub(crate) fn listen(shared: &Arc<Shared>, tracker: &TaskTracker) {
-    let Some(sup) = shared
-        .supervision
-        .as_ref()
-        .filter(|_| std::env::var_os(ADOPT_ENV).is_some())
-    else {
+    let Some(sup) = shared.supervision.as_ref().filter(|_| adopting(shared)) else {
         shared.handover.settled.cancel();
         return;
     };
@@ -43,7 +43,7 @@ pub(crate) fn listen(shared: &Arc<Shared>, tracker: &TaskTracker) {
     };
     shared
         .handover
-        .expect(Some(std::time::Instant::now() + EXPECT));
+        .expect(Some(std::time::Instant::now() + WAIT));
     let shared = shared.clone();
     let spawner = tracker.clone();
     tracker.spawn(async move {
@@ -74,6 +74,46 @@ pub(crate) fn listen(shared: &Arc<Shared>, tracker: &TaskTracker) {
             return;
         }
     });
+}
+
+/// How long a pulled path taken over waits for this worker to reach its camera, at least.
+const PULLED_GRACE: Duration = Duration::from_secs(10);
+
+/// Re-creates a pulled path's stream (numbering, cache) under a stand-in source; dropping the
+/// handle leaves the path away, within grace, until this worker's pull continues it.
+fn hold_pulled_path(shared: &Arc<Shared>, p: MovedPath) -> Result<finch_relay::Publisher, String> {
+    let config = shared.config();
+    let path_config = config
+        .paths
+        .find(&p.path)
+        .filter(|c| c.is_pulled())
+        .ok_or_else(|| format!("{} is not pulled here", p.path))?;
+    let sdp = finch_proto::sdp::Sdp::parse(p.sdp.as_bytes()).map_err(|e| e.to_string())?;
+    let source = finch_relay::SourceInfo {
+        kind: finch_relay::SourceKind::Pull,
+        id: format!("handover-{}", p.path),
+        peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        transport: None,
+        evict: finch_relay::Evict::default(),
+    };
+    let policy = finch_relay::Policy {
+        grace: Duration::from_secs(path_config.publisher_grace_secs).max(PULLED_GRACE),
+        takeover: false,
+    };
+    let held = shared
+        .registry
+        .announce(&p.path, source, sdp, shared.relay_params(), policy)
+        .map_err(|e| e.to_string())?;
+    if !held.stream().resume_numbering(&p.numbering) {
+        return Err("its numbering does not fit its tracks".into());
+    }
+    let now = std::time::Instant::now();
+    held.stream().restore(
+        p.reports.into_iter().map(|c| c.packet(now)).collect(),
+        p.cache.into_iter().map(|c| c.packet(now)).collect(),
+    );
+    held.go_live();
+    Ok(held)
 }
 
 /// Ends the expecting window however the listener ends.
@@ -132,10 +172,12 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
             other => return Err(std::io::Error::other(format!("unexpected {other:?}"))),
         }
         let mut got: Vec<(Moved, OwnedFd)> = Vec::new();
+        let mut paths: Vec<MovedPath> = Vec::new();
         loop {
             match wire::recv::<Give>(&sock)? {
+                Some((Give::Path { path }, _)) => paths.push(*path),
                 Some((Give::Session { moved }, Some(fd))) => got.push((*moved, fd)),
-                Some((Give::End, _)) => return Ok((sock, got)),
+                Some((Give::End, _)) => return Ok((sock, paths, got)),
                 Some((other, _)) => {
                     tracing::warn!(message = ?other, "a handover message without its socket; skipped");
                 }
@@ -144,7 +186,7 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         }
     })
     .await;
-    let (sock, mut got) = match received {
+    let (sock, paths, mut got) = match received {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "no sessions taken over");
@@ -158,6 +200,15 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         "reader" => 1,
         _ => 2,
     });
+    // Pulled paths first, held as if their camera had just gone (see the module's docs).
+    let mut held = Vec::new();
+    for p in paths {
+        let name = p.path.clone();
+        match hold_pulled_path(shared, p) {
+            Ok(h) => held.push(h),
+            Err(e) => tracing::warn!(path = %name, error = %e, "could not take a pulled path over"),
+        }
+    }
     let mut started = Vec::new();
     let (mut publishers, mut readers, mut connections) = (0, 0, 0);
     for (moved, fd) in got {
@@ -183,6 +234,8 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
     for conn in started {
         tracker.spawn(conn);
     }
+    // The pulled paths' readers have joined: their paths wait for this worker's own pulls.
+    drop(held);
     tracing::info!(
         publishers,
         readers,

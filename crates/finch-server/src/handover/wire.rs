@@ -18,6 +18,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum Give {
     Hello { version: u32 },
+    Path { path: Box<super::MovedPath> },
     Session { moved: Box<Moved> },
     End,
 }

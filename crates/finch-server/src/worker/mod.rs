@@ -168,7 +168,17 @@ pub async fn run(
         });
     }
     warn_about(&shared.config());
-    shared.pulls.sync(&shared, &shared.config());
+    if crate::handover::adopting(&shared) {
+        // A replacement pulls its cameras once it has its predecessor's sessions: a pulled path
+        // taken over is continued by this worker's pull (see `handover`).
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            shared.handover.settled.cancelled().await;
+            shared.pulls.sync(&shared, &shared.config());
+        });
+    } else {
+        shared.pulls.sync(&shared, &shared.config());
+    }
     // Handlers are installed here, before Ready: a signal forwarded right after Ready must not
     // meet the default action (which would kill the worker).
     let handlers = tokio_socket("signal handler", signals::install())?;
