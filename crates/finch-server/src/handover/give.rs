@@ -114,12 +114,7 @@ pub(crate) async fn give(shared: &Arc<Shared>, udp: &CancellationToken) -> Moves
     }
     let (moved, verdicts): (Vec<(Moved, RawFd)>, Vec<oneshot::Sender<bool>>) =
         paused.into_iter().map(|(m, fd, v)| ((m, fd), v)).unzip();
-    let count = |role: &str| moved.iter().filter(|(m, _)| m.role() == role).count();
-    let moves = Moves {
-        publishers: count("publisher"),
-        readers: count("reader"),
-        connections: count("connection"),
-    };
+    let roles: Vec<&'static str> = moved.iter().map(|(m, _)| m.role()).collect();
     // The descriptors stay valid: their connections hold their sockets until the verdict.
     let carried = paths.len();
     let sent = tokio::task::spawn_blocking(move || -> std::io::Result<Reply> {
@@ -136,8 +131,12 @@ pub(crate) async fn give(shared: &Arc<Shared>, udp: &CancellationToken) -> Moves
         }
     })
     .await;
+    let mut refused = Vec::new();
     let ok = match sent {
-        Ok(Ok(Reply::Adopted { .. })) => true,
+        Ok(Ok(Reply::Adopted { refused: r, .. })) => {
+            refused = r;
+            true
+        }
         Ok(Ok(other)) => {
             tracing::warn!(answer = ?other, "the next worker did not adopt the sessions; they stay");
             false
@@ -148,8 +147,23 @@ pub(crate) async fn give(shared: &Arc<Shared>, udp: &CancellationToken) -> Moves
         }
         Err(_) => false,
     };
-    for v in verdicts {
-        let _ = v.send(ok);
+    if !refused.is_empty() {
+        tracing::warn!(
+            refused = refused.len(),
+            "the next worker could not take some sessions (see its log); they drain here"
+        );
+    }
+    let mut moves = Moves::default();
+    for (i, v) in verdicts.into_iter().enumerate() {
+        let went = ok && !refused.contains(&i);
+        if went {
+            match roles.get(i).copied() {
+                Some("publisher") => moves.publishers += 1,
+                Some("reader") => moves.readers += 1,
+                _ => moves.connections += 1,
+            }
+        }
+        let _ = v.send(went);
     }
     if ok {
         tracing::info!(

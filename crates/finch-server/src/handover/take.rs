@@ -186,7 +186,7 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         }
     })
     .await;
-    let (sock, paths, mut got) = match received {
+    let (sock, paths, got) = match received {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "no sessions taken over");
@@ -194,8 +194,14 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         }
         Err(_) => return,
     };
-    // Publishers first: their paths must be live before their readers join them.
-    got.sort_by_key(|(m, _)| match m.role() {
+    // Publishers first: their paths must be live before their readers join them. Each keeps
+    // its place in the old worker's order, which a refusal names.
+    let mut got: Vec<(usize, Moved, OwnedFd)> = got
+        .into_iter()
+        .enumerate()
+        .map(|(i, (m, fd))| (i, m, fd))
+        .collect();
+    got.sort_by_key(|(_, m, _)| match m.role() {
         "publisher" => 0,
         "reader" => 1,
         _ => 2,
@@ -211,7 +217,8 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
     }
     let mut started = Vec::new();
     let (mut publishers, mut readers, mut connections) = (0, 0, 0);
-    for (moved, fd) in got {
+    let mut refused = Vec::new();
+    for (index, moved, fd) in got {
         let role = moved.role();
         let session = moved.session.as_ref().map(|s| s.id.clone());
         match crate::rtsp::adopt(shared, moved, fd) {
@@ -224,9 +231,10 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
                 shared.metrics.handed_over(role);
                 started.push(conn);
             }
-            // Its socket closes here; the old worker closes its copy: the client reconnects.
+            // Our copy of its socket closes here; the old worker keeps it and drains it.
             Err(e) => {
-                tracing::warn!(session = ?session, error = %e, "could not take a session over")
+                tracing::warn!(session = ?session, error = %e, "could not take a session over; it stays with the old worker");
+                refused.push(index);
             }
         }
     }
@@ -260,6 +268,7 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         publishers,
         readers,
         connections,
+        refused,
     };
     let _ = tokio::task::spawn_blocking(move || wire::send(&sock, &reply, None)).await;
 }

@@ -35,6 +35,10 @@ pub(super) enum Reply {
         publishers: usize,
         readers: usize,
         connections: usize,
+        /// The sessions it could not take (their order among the `Session` messages): they
+        /// stay with the old worker and drain there.
+        #[serde(default)]
+        refused: Vec<usize>,
     },
 }
 
