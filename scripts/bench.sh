@@ -33,6 +33,8 @@ SERVER_CPU=0
 CLIENT_CPU=1
 RTSP_PORT=18554
 ADMIN_PORT=18080
+PULL_PORT=18654
+PULL_ADMIN_PORT=18180
 BASE_PORT=18590
 GST_URL="rtsp://127.0.0.1:8555/live/acc"
 CAMERA_URL="rtsp://127.0.0.1:8600/up"
@@ -65,29 +67,39 @@ peers start gst-relay >/dev/null
 CLIP="$STATE_PEERS/media/clip.mp4"
 GST_PID="$(peers pid gst-relay)"
 
-cat >"$STATE/finch.toml" <<EOF
+# Two Finch processes, one per role, so each row's server pays for its own ingest only (as gst
+# relays one camera): one fed by ffmpeg, one pulling the camera.
+finch_config() { # NAME RTSP_PORT RTP_PORT ADMIN_PORT PATHS
+  cat >"$STATE/$1.toml" <<EOF
 [rtsp]
-port = $RTSP_PORT
-rtp_port = 18000
+port = $2
+rtp_port = $3
 listen_addresses = ["127.0.0.1"]
 
 [admin]
-listen = "127.0.0.1:$ADMIN_PORT"
+listen = "127.0.0.1:$4"
 
 [limits]
 max_connections = 20000
 max_readers_per_path = 20000
 
-# Paths listed in the config are the only ones: the pushed one too.
-[paths."live/bench"]
-
-[paths."live/cam"]
-source = "$CAMERA_URL"
+$5
 EOF
-taskset -c "$SERVER_CPU" "$FINCH" --config "$STATE/finch.toml" 2>"$STATE/finch.log" &
-FINCH_PID=$!
-PIDS+=("$FINCH_PID")
-for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$ADMIN_PORT/healthz" && break; sleep 0.1; done
+}
+# Paths listed in the config are the only ones: the pushed one too.
+finch_config finch-push "$RTSP_PORT" 18000 "$ADMIN_PORT" '[paths."live/bench"]'
+finch_config finch-pull "$PULL_PORT" 18100 "$PULL_ADMIN_PORT" "[paths.\"live/cam\"]
+source = \"$CAMERA_URL\""
+start_finch() { # NAME ADMIN_PORT; sets STARTED_PID
+  taskset -c "$SERVER_CPU" "$FINCH" --config "$STATE/$1.toml" 2>"$STATE/$1.log" &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+  for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$2/healthz" && break; sleep 0.1; done
+}
+start_finch finch-push "$ADMIN_PORT"
+FINCH_PID=$STARTED_PID
+start_finch finch-pull "$PULL_ADMIN_PORT"
+PULL_PID=$STARTED_PID
 taskset -c "$CLIENT_CPU" ffmpeg -hide_banner -loglevel error -nostdin -re -stream_loop -1 -i "$CLIP" \
   -c copy -f rtsp -rtsp_transport tcp "rtsp://127.0.0.1:$RTSP_PORT/live/bench" >"$STATE/publisher.log" 2>&1 &
 PIDS+=("$!")
@@ -117,12 +129,12 @@ run() {
 }
 
 PUSH="rtsp://127.0.0.1:$RTSP_PORT/live/bench"
-PULL="rtsp://127.0.0.1:$RTSP_PORT/live/cam"
+PULL="rtsp://127.0.0.1:$PULL_PORT/live/cam"
 BASE="rtsp://127.0.0.1:$BASE_PORT/live/bench"
 for n in $READERS; do
   for t in tcp udp; do
     run finch-push "$t" "$n" "$PUSH" "$FINCH_PID"
-    run finch-pull "$t" "$n" "$PULL" "$FINCH_PID"
+    run finch-pull "$t" "$n" "$PULL" "$PULL_PID"
     run gst "$t" "$n" "$GST_URL" "$GST_PID"
   done
   run baseline tcp "$n" "$BASE" "$BASE_PID"

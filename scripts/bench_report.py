@@ -72,8 +72,9 @@ def main():
     md.append(f"- Each row: `taskset -c 1 target/release/finch-load --url URL --readers N --secs {secs} "
               "--transport T --pid SERVER_PID --json` (readers ramp in at 500 a second unless the row says 0); "
               "servers on core 0, client on core 1")
-    md.append("- Servers: **finch-push** (Finch fed by `ffmpeg -re ... -f rtsp`), **finch-pull** (Finch pulling the "
-              "stand-in camera as `source = \"rtsp://127.0.0.1:8600/up\"`), **gst** (gst-rtsp-server relaying the "
+    md.append("- Servers: **finch-push** (a Finch fed by `ffmpeg -re ... -f rtsp`), **finch-pull** (another Finch, pulling the "
+              "stand-in camera as `source = \"rtsp://127.0.0.1:8600/up\"`; one process per role, so each pays for "
+              "its own ingest only, as gst does), **gst** (gst-rtsp-server relaying the "
               "same camera), **baseline** (`finch-load baseline`: the recorded stream written to each TCP "
               "reader, one write per frame, no RTSP logic)\n")
     md.append("Columns: server CPU-seconds (its whole process tree) per delivered Gbit; the share of its one core the "
