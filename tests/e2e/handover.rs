@@ -163,22 +163,53 @@ fn publisher_session(f: &Finch, path: &str) -> (serde_json::Value, serde_json::V
     (peer, id)
 }
 
-#[test]
-fn twenty_graceful_restarts_in_a_row_keep_every_player_and_the_publisher_connected() {
+/// A supervised Finch with ffmpeg publishing `path` over `transport`, and the publisher's
+/// (peer, session id) to compare with later.
+fn publishing(
+    name: &str,
+    path: &str,
+    transport: &str,
+) -> (Finch, Publisher, (serde_json::Value, serde_json::Value)) {
     // A drain long enough that a session left behind would show: the old worker must go as
     // soon as it has handed everything over, not after the drain.
-    let f = Finch::start_supervised("handover", "[supervisor]\ndrain_timeout_secs = 20\n");
-    let mut publisher = Publisher::start(&f.url("live/h"), "tcp");
-    f.wait_path_ready("live/h");
-    let source = publisher_session(&f, "live/h");
-    let url = f.url("live/h");
-    let players_run = Players::start(&url, false, 40);
+    let f = Finch::start_supervised(name, "[supervisor]\ndrain_timeout_secs = 20\n");
+    let publisher = Publisher::start(&f.url(path), transport);
+    f.wait_path_ready(path);
+    let source = publisher_session(&f, path);
+    (f, publisher, source)
+}
+
+/// How many readers `path` has.
+fn readers_of(f: &Finch, path: &str) -> usize {
+    f.api(&format!("/api/v1/paths/{path}")).1["readers"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// Graceful restart number `i`: waits for the new worker to serve and the old one to be gone;
+/// how long each took from the signal.
+fn restart(f: &Finch, i: u64) -> (Duration, Duration) {
+    let old = worker_pid(f);
+    let asked = Instant::now();
+    f.signal(libc::SIGUSR2);
+    let s = wait_restart(f, old, i);
+    let ready = asked.elapsed();
+    let newest = s["restarts"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(newest["reason"], "requested");
+    assert!(
+        wait_until(Duration::from_secs(3), || !alive(old)),
+        "restart {i}: the old worker {old} is still there 3 s after the new one served\n{}",
+        f.log()
+    );
+    (ready, asked.elapsed())
+}
+
+#[test]
+fn twenty_graceful_restarts_in_a_row_keep_every_player_and_the_publisher_connected() {
+    let (f, mut publisher, source) = publishing("handover", "live/h", "tcp");
+    let players_run = Players::start(&f.url("live/h"), false, 40);
     let raw = SeqReader::start(&f, "live/h");
-    let players = || {
-        f.api("/api/v1/paths/live/h").1["readers"]
-            .as_array()
-            .map_or(0, Vec::len)
-    };
+    let players = || readers_of(&f, "live/h");
     assert!(
         wait_until(Duration::from_secs(15), || players() == 4),
         "{}",
@@ -187,20 +218,8 @@ fn twenty_graceful_restarts_in_a_row_keep_every_player_and_the_publisher_connect
     let began = Instant::now();
     let mut switches = Vec::new();
     for i in 0..20u64 {
-        let old = worker_pid(&f);
         let before = raw.seen().packets;
-        let asked = Instant::now();
-        f.signal(libc::SIGUSR2);
-        let s = wait_restart(&f, old, i);
-        let ready = asked.elapsed();
-        assert!(
-            wait_until(Duration::from_secs(3), || !alive(old)),
-            "restart {i}: the old worker {old} is still there 3 s after the new one served\n{}",
-            f.log()
-        );
-        let gone = asked.elapsed();
-        let newest = s["restarts"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!(newest["reason"], "requested");
+        switches.push(restart(&f, i));
         // The raw reader goes on receiving from the new worker.
         assert!(
             wait_until(Duration::from_secs(3), || raw.seen().packets > before + 10),
@@ -208,7 +227,6 @@ fn twenty_graceful_restarts_in_a_row_keep_every_player_and_the_publisher_connect
             raw.seen(),
             f.log()
         );
-        switches.push((ready, gone));
         // Spread over the run, across keyframes.
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -327,20 +345,12 @@ fn a_reader_arriving_during_a_switch_starts_as_fast_as_at_any_other_time() {
 
 #[test]
 fn a_udp_publisher_and_udp_players_stay_through_graceful_restarts() {
-    let f = Finch::start_supervised("handover-udp", "[supervisor]\ndrain_timeout_secs = 20\n");
-    let mut publisher = Publisher::start(&f.url("live/u"), "udp");
-    f.wait_path_ready("live/u");
-    let source = publisher_session(&f, "live/u");
-    let url = f.url("live/u");
-    let players_run = Players::start(&url, true, 25);
+    let (f, mut publisher, source) = publishing("handover-udp", "live/u", "udp");
+    let players_run = Players::start(&f.url("live/u"), true, 25);
     // The publisher's datagrams wait in the kernel during each switch: a reader that checks
     // sequence numbers sees none missing.
     let raw = SeqReader::start(&f, "live/u");
-    let players = || {
-        f.api("/api/v1/paths/live/u").1["readers"]
-            .as_array()
-            .map_or(0, Vec::len)
-    };
+    let players = || readers_of(&f, "live/u");
     assert!(
         wait_until(Duration::from_secs(15), || players() == 4),
         "{}",
@@ -348,16 +358,7 @@ fn a_udp_publisher_and_udp_players_stay_through_graceful_restarts() {
     );
     let mut worst = Duration::ZERO;
     for i in 0..20u64 {
-        let old = worker_pid(&f);
-        let asked = Instant::now();
-        f.signal(libc::SIGUSR2);
-        wait_restart(&f, old, i);
-        assert!(
-            wait_until(Duration::from_secs(3), || !alive(old)),
-            "restart {i}: the old worker is still there\n{}",
-            f.log()
-        );
-        worst = worst.max(asked.elapsed());
+        worst = worst.max(restart(&f, i).1);
         std::thread::sleep(Duration::from_millis(400));
     }
     assert_eq!(
