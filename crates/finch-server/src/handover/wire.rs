@@ -161,4 +161,22 @@ mod tests {
         drop(a);
         assert!(recv::<Give>(&b).unwrap().is_none());
     }
+
+    #[test]
+    fn garbage_and_oversized_messages_are_errors_not_panics() {
+        // Not JSON of a known message.
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut w = &a;
+        w.write_all(&[0, 0, 0, 5, 0, 0, 0, 0]).unwrap();
+        w.write_all(b"hello").unwrap();
+        assert!(recv::<Give>(&b).is_err());
+        // A length past the bound is refused before anything is allocated for it.
+        w.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).unwrap();
+        let e = recv::<Give>(&b).unwrap_err();
+        assert!(e.to_string().contains("byte message"), "{e}");
+        // A header cut short by the peer going away.
+        w.write_all(&[0, 0]).unwrap();
+        drop(a);
+        assert!(recv::<Give>(&b).is_err());
+    }
 }
