@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Finch's whole test suite. On a fresh Debian machine it first installs what the end-to-end
-# tests drive as real clients (ffmpeg, GStreamer), a stand-in camera (gst-rtsp-server) and openssl (test certificates), from Debian's
+# tests drive as real clients (ffmpeg, GStreamer), a stand-in camera (gst-rtsp-server), openssl (test certificates) and redis-server (cluster tests), from Debian's
 # packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v gst-launch-1.0 >/dev/null 2>&1 || need+=(gstreamer1.0-tools)
 # Self-signed certificates for the RTSPS tests.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The cluster tests start their own Redis (redis-tools, which it pulls in, has redis-cli).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # rtspsrc and rtph264depay (good), h264parse (bad), avdec_h264 (libav), rtspclientsink (rtsp).
 for plugin in rtspsrc:gstreamer1.0-plugins-good h264parse:gstreamer1.0-plugins-bad avdec_h264:gstreamer1.0-libav rtspclientsink:gstreamer1.0-rtsp; do
   if ! gst-inspect-1.0 "${plugin%%:*}" >/dev/null 2>&1; then need+=("${plugin#*:}"); fi

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use std::process::Command;
 use std::time::Duration;
 
-const USERS: &str = r#"
+pub(crate) const USERS: &str = r#"
 [[auth.users]]
 user = "cam"
 pass = "campass"

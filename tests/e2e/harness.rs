@@ -156,10 +156,33 @@ impl Finch {
         args: &[&str],
         stderr: Option<Stdio>,
     ) -> Finch {
+        // A port found free can be taken before finch binds it (by any process's outgoing
+        // connection): such a start is tried again on other ports.
+        let retry = stderr.is_none();
+        let mut stderr = stderr;
+        for _ in 0..3 {
+            match Finch::try_launch(bin, name, extra, args, stderr.take()) {
+                Ok(f) => return f,
+                Err(log) if retry && log.contains("Address already in use") => continue,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("finch could not bind free ports three times over")
+    }
+
+    fn try_launch(
+        bin: &Path,
+        name: &str,
+        extra: &str,
+        args: &[&str],
+        stderr: Option<Stdio>,
+    ) -> Result<Finch, String> {
         let dir = temp_dir(name);
         let rtsp_port = free_tcp_port();
         let admin_port = free_tcp_port();
         let rtp_port = free_udp_pair();
+        // A config that must name its own port (a cluster node's advertise_url) says `{rtsp_port}`.
+        let extra = &extra.replace("{rtsp_port}", &rtsp_port.to_string());
         let rtsp_extra = extract_section(extra, "rtsp");
         // A test that lists its own addresses replaces the default loopback one.
         let listen = if rtsp_extra.contains("listen_addresses") {
@@ -192,22 +215,22 @@ impl Finch {
             rtp_port,
             dir,
         };
-        f.wait_ready();
-        f
+        f.wait_ready()?;
+        Ok(f)
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("finch exited early with {status}: {}", self.log());
+                return Err(format!("finch exited early with {status}: {}", self.log()));
             }
             if let Ok((200, _)) = http(self.admin_port, "GET", "/healthz", "") {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("finch did not become ready: {}", self.log());
+        Err(format!("finch did not become ready: {}", self.log()))
     }
 
     /// `rtsp://127.0.0.1:port/<path>`

@@ -8,6 +8,7 @@ mod abuse;
 mod admin;
 mod auth;
 mod cli;
+mod cluster;
 mod describe;
 mod handover;
 mod harness;

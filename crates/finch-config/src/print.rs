@@ -67,6 +67,12 @@ const DOCS: &[(&str, &str, &str)] = &[
     ("supervisor", "pid_file", "Write the supervisor's pid here; empty for none."),
     ("debug", "", "Debugging aids; never in production."),
     ("debug", "fault_injection", "Enable POST /api/v1/debug/fault."),
+    ("cluster", "", "Several nodes sharing one path registry in Redis; a reader on any node gets any node's path (see docs/cluster.md)."),
+    ("cluster", "redis_url", "redis://host:port (or rediss://); empty: standalone, no Redis."),
+    ("cluster", "node_id", "This node's name in the registry; empty: hostname:rtsp port."),
+    ("cluster", "advertise_url", "How other nodes reach this one, rtsp://host:port; empty: rtsp://hostname:rtsp port."),
+    ("cluster", "ttl_secs", "Lifetime of this node's keys in Redis: a node that dies drops out this long after."),
+    ("cluster", "secret", "The credential nodes pull from each other with (needed when [[auth.users]] are set); redacted in the API."),
 ];
 
 /// The config as TOML, every key with its doc line.

@@ -29,6 +29,8 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// Debugging aids.
     pub debug: DebugConfig,
+    /// Several nodes sharing paths through Redis.
+    pub cluster: crate::cluster::ClusterConfig,
     /// Per-path settings, first match wins.
     pub paths: Paths,
 }
@@ -487,6 +489,23 @@ impl Config {
             let mut k = vec!["auth".to_owned()];
             k.extend(key);
             return Err(Invalid { key: k, reason });
+        }
+        if let Err((key, reason)) = crate::cluster::validate(&self.cluster) {
+            return bad(&["cluster", key], reason);
+        }
+        if self
+            .auth
+            .users
+            .iter()
+            .any(|u| u.user == crate::cluster::CLUSTER_USER)
+        {
+            return bad(
+                &["auth", "users"],
+                format!(
+                    "{:?} is the name nodes of a cluster use",
+                    crate::cluster::CLUSTER_USER
+                ),
+            );
         }
         for (i, h) in self.admin.allowed_hosts.iter().enumerate() {
             if h.is_empty() || h.contains(['/', ' ']) {

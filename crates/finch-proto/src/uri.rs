@@ -83,6 +83,20 @@ impl RtspUrl {
     }
 }
 
+/// `s` escaped for the userinfo of a URL: everything but RFC 3986's unreserved characters
+/// becomes `%XX`, so a password may hold `@`, `:` or `/`.
+pub fn percent_encode_userinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `%xx` escapes decoded (a password may hold `@` or `:`); anything malformed is kept as is.
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -143,6 +157,15 @@ pub fn track_index(control: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_password_parses_back_to_itself() {
+        let pass = "p@ss:w/rd%~ ok";
+        let url = format!("rtsp://u:{}@h:1/x", percent_encode_userinfo(pass));
+        let parsed = RtspUrl::parse(&url).unwrap();
+        assert_eq!(parsed.credentials, Some(("u".into(), pass.into())));
+        assert_eq!(parsed.request_uri, "rtsp://h:1/x");
+    }
 
     #[test]
     fn paths_follow_the_contract() {

@@ -61,6 +61,11 @@ pub struct Metrics {
     limit_refusals: Family<Labels, Counter>,
     source_reconnects: Family<Labels, Counter>,
     handed_over: Family<Labels, Counter>,
+    cluster_redis_up: Gauge,
+    cluster_nodes: Gauge,
+    cluster_owned: Gauge,
+    cluster_lookups: Family<Labels, Counter>,
+    cluster_claims: Family<Labels, Counter>,
 }
 
 /// What the metrics read from the worker at scrape time.
@@ -85,6 +90,8 @@ pub struct Snapshot {
     pub restarts: Option<Vec<(String, u64)>>,
     /// Log lines dropped because the log sink could not keep up.
     pub log_dropped: u64,
+    /// The cluster, when this node is in one: (Redis answered, nodes registered, paths owned).
+    pub cluster: Option<(bool, u64, usize)>,
 }
 
 /// The metrics label of a request method: unknown methods share one, so a client sending
@@ -127,6 +134,11 @@ impl Metrics {
             limit_refusals: Family::default(),
             source_reconnects: Family::default(),
             handed_over: Family::default(),
+            cluster_redis_up: Gauge::default(),
+            cluster_nodes: Gauge::default(),
+            cluster_owned: Gauge::default(),
+            cluster_lookups: Family::default(),
+            cluster_claims: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -221,6 +233,50 @@ impl Metrics {
         m
     }
 
+    /// Registers the `finch_cluster_*` metrics (a node in a cluster has them; standalone not).
+    pub fn enable_cluster(&self) {
+        let mut r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        r.register(
+            "cluster_redis_up",
+            "Whether Redis answered this node's last operation",
+            self.cluster_redis_up.clone(),
+        );
+        r.register(
+            "cluster_nodes",
+            "Nodes registered in the cluster at the last refresh, this one included",
+            self.cluster_nodes.clone(),
+        );
+        r.register(
+            "cluster_owned_paths",
+            "Paths this node holds the claim on",
+            self.cluster_owned.clone(),
+        );
+        r.register(
+            "cluster_lookups",
+            "Lookups of a path that is not local, by result (found: pulled from its owner)",
+            self.cluster_lookups.clone(),
+        );
+        r.register(
+            "cluster_claims",
+            "A publisher's claims on its path, by result",
+            self.cluster_claims.clone(),
+        );
+    }
+
+    /// Counts a lookup of a path that is not local (`found` or `absent`).
+    pub fn cluster_lookup(&self, result: &'static str) {
+        self.cluster_lookups
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+    }
+
+    /// Counts a publisher's claim (`won`, `lost` or `unreachable`).
+    pub fn cluster_claim(&self, result: &'static str) {
+        self.cluster_claims
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+    }
+
     /// A connection was accepted.
     pub fn accepted(&self) {
         self.connections_total.inc();
@@ -297,6 +353,11 @@ impl Metrics {
                 .set(i64::from(s == snap.state));
         }
         self.connections.set(snap.connections as i64);
+        if let Some((up, nodes, owned)) = snap.cluster {
+            self.cluster_redis_up.set(i64::from(up));
+            self.cluster_nodes.set(nodes as i64);
+            self.cluster_owned.set(owned as i64);
+        }
         for (role, n) in [
             ("publisher", snap.publishers),
             ("reader", snap.readers_sessions),
@@ -391,6 +452,7 @@ mod tests {
             errors: Vec::new(),
             restarts: None,
             log_dropped: 0,
+            cluster: None,
         };
         let text = m.render(&snap);
         assert_eq!(
@@ -398,5 +460,23 @@ mod tests {
             text.matches("method=\"OPTIONS\"").count()
         );
         assert!(text.len() < 20_000, "{} bytes", text.len());
+        assert!(
+            !text.contains("finch_cluster"),
+            "standalone shows cluster metrics"
+        );
+        m.enable_cluster();
+        m.cluster_claim("lost");
+        let text = m.render(&Snapshot {
+            cluster: Some((true, 3, 2)),
+            ..snap
+        });
+        for line in [
+            "finch_cluster_redis_up 1",
+            "finch_cluster_nodes 3",
+            "finch_cluster_owned_paths 2",
+            "finch_cluster_claims_total{result=\"lost\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

@@ -60,7 +60,8 @@ pub fn reload(server: &std::sync::Arc<Shared>) -> Result<Reloaded, String> {
     let changed = changed_keys(&old, &new);
     let needs_restart: Vec<String> = changed
         .iter()
-        .filter(|k| SOCKET_KEYS.contains(&k.as_str()))
+        // The cluster's Redis connection and node identity are the worker's for its life.
+        .filter(|k| SOCKET_KEYS.contains(&k.as_str()) || k.starts_with("cluster."))
         .cloned()
         .collect();
     server.set_config(new.clone());

@@ -109,6 +109,8 @@ pub struct Shared {
     pub tls: crate::tls::Tls,
     /// The pulled paths' runners.
     pub pulls: crate::pull::Pulls,
+    /// This node's part in a cluster (`None` standalone).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Wrong admin tokens per address.
     pub(crate) admin_failures: Mutex<crate::auth::failures::Failures>,
     /// The shared UDP sockets, if UDP is on.
@@ -142,11 +144,17 @@ impl Shared {
         let state = watch::Sender::new(ServerState::Starting);
         let secret = link.auth_secret.unwrap_or_else(crate::auth::random_secret);
         let budget = config.limits.max_gop_cache_total_bytes;
+        let cluster = crate::cluster::Cluster::new(&config.cluster, config.rtsp.port);
+        let metrics = Metrics::new();
+        if cluster.is_some() {
+            metrics.enable_cluster();
+        }
         Shared {
             auth: Auth::new(&config, &secret),
             per_ip: Mutex::new(HashMap::new()),
             tls: crate::tls::Tls::default(),
             pulls: crate::pull::Pulls::default(),
+            cluster,
             admin_failures: Mutex::new(crate::auth::failures::Failures::new()),
             limit_logged: Mutex::new(HashMap::new()),
             errors: ErrorLog::new(link.errors, link.reporter.clone(), state.clone()),
@@ -154,7 +162,7 @@ impl Shared {
             reporter: link.reporter,
             reloader: link.reloader,
             faults: Faults::default(),
-            metrics: Metrics::new(),
+            metrics,
             hooks: link.hooks,
             config: RwLock::new(Arc::new(config)),
             registry: Registry::with_budget(budget),
@@ -273,6 +281,10 @@ impl Shared {
                 .as_ref()
                 .map(|s| s.restarts_by_reason.clone()),
             log_dropped: self.hooks.log_lines_dropped.as_ref().map_or(0, |f| f()),
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(|c| (c.redis_up(), c.nodes_seen(), c.owned_count())),
         }
     }
 }

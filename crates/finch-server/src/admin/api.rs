@@ -285,12 +285,71 @@ fn redact_secrets(v: &mut Value) {
             }
         }
     }
+    if v["cluster"]["secret"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty())
+    {
+        v["cluster"]["secret"] = json!("<redacted>");
+    }
+    if let Some(url) = v["cluster"]["redis_url"].as_str() {
+        let redacted = finch_proto::uri::redact(url).into_owned();
+        v["cluster"]["redis_url"] = json!(redacted);
+    }
     if let Some(paths) = v["paths"].as_object_mut() {
         for p in paths.values_mut() {
             if let Some(src) = p["source"].as_str() {
                 let redacted = finch_proto::uri::redact(src).into_owned();
                 p["source"] = json!(redacted);
             }
+        }
+    }
+}
+
+pub(super) async fn cluster(State(s): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(cluster_json(&s).await))
+}
+
+/// `GET /api/v1/cluster` (CONTRACT.md "Cluster"): every node with its paths, from Redis. With
+/// Redis away, this node alone, from what it holds, and `redis` says so.
+pub(super) async fn cluster_json(s: &Arc<Shared>) -> Value {
+    let Some(c) = &s.cluster else {
+        let config = s.config();
+        return json!({
+            "node_id": config.cluster.node_id_or(&crate::cluster::hostname(), config.rtsp.port),
+            "nodes": [],
+        });
+    };
+    match c.nodes().await {
+        Ok(nodes) => {
+            let nodes: Vec<Value> = nodes
+                .into_iter()
+                .map(|(id, rec, paths)| {
+                    json!({
+                        "node_id": id,
+                        "advertise_url": rec.advertise_url,
+                        "paths": paths,
+                        "readers": rec.readers,
+                        "publishers": rec.publishers,
+                    })
+                })
+                .collect();
+            json!({ "node_id": c.node_id, "redis": "up", "nodes": nodes })
+        }
+        Err(e) => {
+            let mut paths: Vec<String> = s
+                .registry
+                .list()
+                .into_iter()
+                .map(|p| p.name)
+                .filter(|p| !s.pulls.is_cluster(p))
+                .collect();
+            paths.sort();
+            json!({
+                "node_id": c.node_id,
+                "redis": "unreachable",
+                "error": e,
+                "nodes": [{"node_id": c.node_id, "advertise_url": c.advertise_url, "paths": paths}],
+            })
         }
     }
 }

@@ -46,6 +46,7 @@ pub fn router(server: Arc<Shared>) -> Router {
         .route("/api/v1/config", get(api::get_config))
         .route("/api/v1/config/reload", post(api::reload_config))
         .route("/api/v1/errors", get(api::errors))
+        .route("/api/v1/cluster", get(api::cluster))
         .route("/api/v1/debug/fault", post(faults::fault))
         .route("/api/v1/paths", get(api::list_paths))
         .route("/api/v1/paths/{*name}", get(api::get_path))

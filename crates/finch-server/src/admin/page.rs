@@ -33,18 +33,44 @@ pub(super) async fn status_page(State(s): State<Arc<Shared>>) -> axum::response:
     if rows.is_empty() {
         rows.push_str("<tr><td colspan=7>no stream is published</td></tr>");
     }
+    let mut cluster = String::new();
+    if s.cluster.is_some() {
+        let c = super::api::cluster_json(&s).await;
+        cluster.push_str(&format!(
+            "<h2>Cluster</h2><p>This node: <b>{}</b> · Redis {}</p><table><tr><th>node</th><th>URL</th><th>paths</th><th>readers</th></tr>",
+            html_escape(c["node_id"].as_str().unwrap_or_default()),
+            html_escape(c["redis"].as_str().unwrap_or_default()),
+        ));
+        for n in c["nodes"].as_array().into_iter().flatten() {
+            let paths: Vec<&str> = n["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str())
+                .collect();
+            cluster.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html_escape(n["node_id"].as_str().unwrap_or_default()),
+                html_escape(n["advertise_url"].as_str().unwrap_or_default()),
+                html_escape(&paths.join(", ")),
+                n["readers"],
+            ));
+        }
+        cluster.push_str("</table>");
+    }
     axum::response::Html(format!(
         "<!doctype html><html><head><meta charset=utf-8><title>Finch</title>\
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style>\
 </head><body><h1>Finch {}</h1><p>State: <b>{}</b> · uptime {} s · worker pid {} (generation {}) · restarts {}</p>\
-<table><tr><th>path</th><th>publisher</th><th>transport</th><th>codecs</th><th>readers</th><th>bytes in</th><th>bytes out</th></tr>{}</table>\
-<p><a href=/api/v1/server>server</a> · <a href=/api/v1/paths>paths</a> · <a href=/api/v1/sessions>sessions</a> · <a href=/api/v1/errors>errors</a> · <a href=/metrics>metrics</a></p></body></html>",
+<table><tr><th>path</th><th>publisher</th><th>transport</th><th>codecs</th><th>readers</th><th>bytes in</th><th>bytes out</th></tr>{}</table>{}\
+<p><a href=/api/v1/server>server</a> · <a href=/api/v1/cluster>cluster</a> · <a href=/api/v1/paths>paths</a> · <a href=/api/v1/sessions>sessions</a> · <a href=/api/v1/errors>errors</a> · <a href=/metrics>metrics</a></p></body></html>",
         env!("CARGO_PKG_VERSION"),
         server["state"].as_str().unwrap_or_default(),
         server["uptime_secs"],
         server["worker"]["pid"],
         server["worker"]["generation"],
         server["restarts_total"],
-        rows
+        rows,
+        cluster
     ))
 }

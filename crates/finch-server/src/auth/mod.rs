@@ -136,7 +136,7 @@ pub struct Auth {
 }
 
 fn users(config: &Config) -> Users {
-    let list = config
+    let mut list: Vec<Known> = config
         .auth
         .users
         .iter()
@@ -150,6 +150,24 @@ fn users(config: &Config) -> Users {
             })
         })
         .collect();
+    let c = &config.cluster;
+    if c.enabled() && !c.secret.is_empty() && !list.is_empty() {
+        // Other nodes of the cluster read any path with the shared secret (validation keeps
+        // the name from configured users).
+        list.push(Known {
+            config: finch_config::User {
+                user: finch_config::CLUSTER_USER.to_owned(),
+                pass: c.secret.clone(),
+                ips: Vec::new(),
+                permissions: vec![finch_config::Permission {
+                    action: "read".to_owned(),
+                    path: None,
+                }],
+            },
+            secret: Secret::Plain(c.secret.clone()),
+            networks: Vec::new(),
+        });
+    }
     Users {
         list,
         basic_over_plain: config.auth.basic_over_plain,

@@ -83,10 +83,17 @@ const PULLED_GRACE: Duration = Duration::from_secs(10);
 /// handle leaves the path away, within grace, until this worker's pull continues it.
 fn hold_pulled_path(shared: &Arc<Shared>, p: MovedPath) -> Result<finch_relay::Publisher, String> {
     let config = shared.config();
+    // Pulled from a camera by the config, or from another node of the cluster.
     let path_config = config
         .paths
         .find(&p.path)
         .filter(|c| c.is_pulled())
+        .or_else(|| {
+            shared
+                .cluster
+                .as_ref()
+                .map(|_| config.paths.find(&p.path).unwrap_or_default())
+        })
         .ok_or_else(|| format!("{} is not pulled here", p.path))?;
     let sdp = finch_proto::sdp::Sdp::parse(p.sdp.as_bytes()).map_err(|e| e.to_string())?;
     let source = finch_relay::SourceInfo {
@@ -243,7 +250,23 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         tracker.spawn(conn);
     }
     // The pulled paths' readers have joined: their paths wait for this worker's own pulls.
+    let from_nodes: Vec<String> = held
+        .iter()
+        .map(|h| h.path().to_owned())
+        .filter(|p| shared.config().paths.find(p).is_none_or(|c| !c.is_pulled()))
+        .collect();
     drop(held);
+    if let Some(cluster) = shared.cluster.clone() {
+        // Paths the previous worker pulled from other nodes: this worker pulls them on.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            for path in from_nodes {
+                if let Some(url) = cluster.locate(&path).await {
+                    shared.pulls.add_cluster(&shared, &path, url);
+                }
+            }
+        });
+    }
     tracing::info!(
         publishers,
         readers,

@@ -5,7 +5,9 @@
 //! - `session`: one pull from DESCRIBE to TEARDOWN, relaying the camera's packets as they came.
 //! - this module: a runner per pulled path (always on, or on demand while someone reads) that
 //!   retries a failed pull with exponential backoff and jitter, and the table of them, kept in
-//!   step with the config, whose status the API shows.
+//!   step with the config, whose status the API shows. In a cluster, the table also holds
+//!   on-demand pulls of paths another node owns: they come and go with their readers, and
+//!   follow the path to its new owner when the old one goes.
 
 mod client;
 mod session;
@@ -90,6 +92,8 @@ pub struct Status {
 
 struct Entry {
     config: PathConfig,
+    /// A pull from another node of the cluster, not from the config.
+    cluster: bool,
     status: Arc<Mutex<Status>>,
     demand: Arc<Notify>,
     cancel: CancellationToken,
@@ -107,6 +111,7 @@ pub struct Pulls {
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(60);
+const CLUSTER_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 fn backoff(failures: u32) -> Duration {
     let base = BACKOFF_FIRST
@@ -131,7 +136,7 @@ impl Pulls {
             .collect();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|name, e| {
-            let keep = wanted.iter().any(|(n, p)| n == name && *p == e.config);
+            let keep = e.cluster || wanted.iter().any(|(n, p)| n == name && *p == e.config);
             if !keep {
                 e.cancel.cancel();
             }
@@ -141,35 +146,90 @@ impl Pulls {
             if entries.contains_key(&name) {
                 continue;
             }
-            let Some(url) = RtspUrl::parse(&cfg.source) else {
-                continue;
-            };
-            let status = Arc::new(Mutex::new(Status {
-                url: finch_proto::uri::redact(&cfg.source).into_owned(),
-                state: if cfg.source_on_demand {
-                    PullState::Idle
-                } else {
-                    PullState::Connecting
-                },
-                reconnects: 0,
-                last_error: None,
-            }));
-            let entry = Entry {
-                config: cfg.clone(),
-                status: status.clone(),
-                demand: Arc::new(Notify::new()),
-                cancel: shared.shutdown.child_token(),
-            };
-            self.tracker.spawn(runner(
-                shared.clone(),
-                name.clone(),
-                cfg,
-                url,
-                status,
-                entry.demand.clone(),
-                entry.cancel.clone(),
-            ));
-            entries.insert(name, entry);
+            if let Some(url) = RtspUrl::parse(&cfg.source) {
+                let entry = self.start(shared, &name, cfg, url, false);
+                entries.insert(name, entry);
+            }
+        }
+    }
+
+    /// Starts a runner for `path` and returns its entry.
+    fn start(
+        &self,
+        shared: &Arc<Shared>,
+        path: &str,
+        cfg: PathConfig,
+        url: RtspUrl,
+        cluster: bool,
+    ) -> Entry {
+        let status = Arc::new(Mutex::new(Status {
+            url: finch_proto::uri::redact(&cfg.source).into_owned(),
+            state: if cfg.source_on_demand {
+                PullState::Idle
+            } else {
+                PullState::Connecting
+            },
+            reconnects: 0,
+            last_error: None,
+        }));
+        let entry = Entry {
+            config: cfg.clone(),
+            cluster,
+            status: status.clone(),
+            demand: Arc::new(Notify::new()),
+            cancel: shared.shutdown.child_token(),
+        };
+        self.tracker.spawn(runner(
+            shared.clone(),
+            path.to_owned(),
+            cfg,
+            url,
+            cluster,
+            status,
+            entry.demand.clone(),
+            entry.cancel.clone(),
+        ));
+        entry
+    }
+
+    /// Pulls `path` from another node of the cluster at `url`, on demand, and asks it to start
+    /// (an existing pull of the path is only asked). Its settings are the path's own, if the
+    /// config has the path, but always on demand and over TCP.
+    pub fn add_cluster(&self, shared: &Arc<Shared>, path: &str, url: String) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = entries.get(path) {
+            e.demand.notify_one();
+            return;
+        }
+        let Some(parsed) = RtspUrl::parse(&url) else {
+            return;
+        };
+        let config = shared.config();
+        let cfg = PathConfig {
+            source: url,
+            source_on_demand: true,
+            source_transport: "tcp".into(),
+            ..config.paths.find(path).unwrap_or_default()
+        };
+        let entry = self.start(shared, path, cfg, parsed, true);
+        entry.demand.notify_one();
+        entries.insert(path.to_owned(), entry);
+    }
+
+    /// Whether `path` is pulled from another node of the cluster.
+    pub fn is_cluster(&self, path: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(path).is_some_and(|e| e.cluster)
+    }
+
+    /// Drops the cluster pull of `path` whose status is `status` (its runner ended).
+    fn remove_cluster(&self, path: &str, status: &Arc<Mutex<Status>>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries
+            .get(path)
+            .is_some_and(|e| e.cluster && Arc::ptr_eq(&e.status, status))
+        {
+            entries.remove(path);
         }
     }
 
@@ -224,12 +284,15 @@ impl Pulls {
     }
 }
 
-/// One pulled path, for as long as the config has it.
+/// One pulled path, for as long as the config has it (or, from another node, for as long as
+/// someone reads it).
+#[allow(clippy::too_many_arguments)]
 async fn runner(
     shared: Arc<Shared>,
     path: String,
-    cfg: PathConfig,
-    url: RtspUrl,
+    mut cfg: PathConfig,
+    mut url: RtspUrl,
+    cluster: bool,
     status: Arc<Mutex<Status>>,
     demand: Arc<Notify>,
     cancel: CancellationToken,
@@ -241,14 +304,22 @@ async fn runner(
     let mut tcp = cfg.source_transport == "tcp" || url.tls;
     let mut failures = 0u32;
     let mut last_reason: Option<String> = None;
+    // A DESCRIBE that asked for this pull waits until then for it.
+    let mut wanted_until = Instant::now();
+    let mut idle = cfg.source_on_demand;
     loop {
-        if cfg.source_on_demand {
+        if idle {
             set(PullState::Idle);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = demand.notified() => {}
             }
+            wanted_until =
+                Instant::now() + Duration::from_secs(cfg.source_on_demand_start_timeout_secs);
         }
+        // A failed pull from another node retries without new demand: its readers, or the
+        // DESCRIBE that asked, are waiting.
+        idle = cfg.source_on_demand && !cluster;
         set(PullState::Connecting);
         let started = Instant::now();
         let udp = !tcp && cfg.source_transport != "tcp";
@@ -261,17 +332,24 @@ async fn runner(
                     path,
                     "nobody reads the on-demand path any more; pull stopped"
                 );
+                if cluster {
+                    shared.pulls.remove_cluster(&path, &status);
+                    return;
+                }
                 failures = 0;
                 continue;
             }
             Err(PullError::UdpSilent) if cfg.source_transport == "auto" => {
                 tracing::info!(path, "no packet over UDP from the camera; pulling over TCP");
                 tcp = true;
+                // At once, on demand too: whoever asked is still waiting.
+                idle = false;
                 continue;
             }
             Err(PullError::Status(461, _)) if cfg.source_transport == "auto" && !tcp => {
                 tracing::info!(path, "the camera does not send over UDP; pulling over TCP");
                 tcp = true;
+                idle = false;
                 continue;
             }
             Err(e) => e,
@@ -288,7 +366,38 @@ async fn runner(
             s.state = PullState::Waiting;
         }
         shared.metrics.source_reconnect(&path);
-        let wait = backoff(failures);
+        if cluster {
+            // The owner may be gone, or the path published on another node now.
+            let located = match &shared.cluster {
+                Some(c) => c.locate(&path).await,
+                None => None,
+            };
+            match located.and_then(|u| Some((RtspUrl::parse(&u)?, u))) {
+                Some((parsed, u)) => {
+                    url = parsed;
+                    cfg.source = u;
+                    status.lock().unwrap_or_else(|e| e.into_inner()).url =
+                        finch_proto::uri::redact(&cfg.source).into_owned();
+                }
+                None if readers(&shared, &path) == 0 && Instant::now() >= wanted_until => {
+                    tracing::info!(
+                        path,
+                        "cluster: no node publishes the path any more; pull stopped"
+                    );
+                    shared.pulls.remove_cluster(&path, &status);
+                    return;
+                }
+                // Readers wait within their grace, or a DESCRIBE for its pull (the path may
+                // be announced on its owner but not live yet): keep looking for an owner.
+                None => {}
+            }
+        }
+        let wait = if cluster {
+            // Another node is close by and readers are waiting: retry soon.
+            backoff(failures).min(CLUSTER_BACKOFF_MAX)
+        } else {
+            backoff(failures)
+        };
         // Logged once per change of reason: a dead camera is not a log flood.
         if last_reason.as_deref() != Some(reason.as_str()) {
             tracing::warn!(path, camera = %finch_proto::uri::redact(&cfg.source), reason, retry_in_ms = wait.as_millis() as u64, "pull failed; retrying");
@@ -299,6 +408,14 @@ async fn runner(
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Readers on `path`, waiting or playing.
+fn readers(shared: &Shared, path: &str) -> usize {
+    shared
+        .registry
+        .get(path)
+        .map_or(0, |e| e.stream.reader_count())
 }
 
 #[cfg(test)]

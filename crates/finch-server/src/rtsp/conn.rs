@@ -67,6 +67,8 @@ pub(crate) struct Conn {
     pub(crate) wait_until: Option<Instant>,
     /// Whether that request waits for the previous worker's sessions (a graceful restart).
     pub(crate) waiting_handover: bool,
+    /// Whether that request was retried for a cluster answer already (it is, once).
+    pub(crate) cluster_answered: bool,
 }
 
 /// Responses queued before the connection stops parsing and writes them: bounds what pipelined
@@ -133,6 +135,7 @@ impl Conn {
             waiting: None,
             wait_until: None,
             waiting_handover: false,
+            cluster_answered: false,
         }
     }
 
@@ -271,20 +274,30 @@ impl Conn {
                     // (Sleeps built lazily: a disabled branch's future is still built on every wake.)
                     _ = sleep_for(Duration::from_millis(50)), if self.waiting.is_some() => {
                         // An on-demand camera is starting: answer once it is live or the wait is over.
-                        let live = self.waiting.as_ref().and_then(|r| finch_proto::uri::request_path(&r.uri))
-                            .is_some_and(|p| self.shared.registry.live_stream(&p).is_some());
+                        let path = self.waiting.as_ref().and_then(|r| finch_proto::uri::request_path(&r.uri));
+                        let live = path.as_ref().is_some_and(|p| self.shared.registry.live_stream(p).is_some());
+                        // … or the cluster has answered a lookup or a claim.
+                        let answered = !self.cluster_answered && path.as_ref().is_some_and(|p| {
+                            self.shared.cluster.as_ref().is_some_and(|c| c.answered(p))
+                        });
                         // … or, in a graceful restart, once the old worker's sessions are here.
                         let over = self.wait_until.is_some_and(|t| Instant::now() >= t)
                             || (self.waiting_handover && !self.shared.handover.expecting());
-                        if live || over {
+                        if live || over || answered {
+                            self.cluster_answered |= answered;
                             if let Some(req) = self.waiting.take() {
                                 let cseq = req.cseq().map(str::to_owned);
                                 if let Some(resp) = self.handle(req) {
                                     self.write_response(cseq.as_deref(), resp);
                                 }
                             }
-                            self.wait_until = None;
-                            self.waiting_handover = false;
+                            // A request that waits on (for the camera its lookup found) keeps
+                            // the deadline its handler set.
+                            if self.waiting.is_none() {
+                                self.wait_until = None;
+                                self.waiting_handover = false;
+                                self.cluster_answered = false;
+                            }
                             more = true;
                         }
                     }

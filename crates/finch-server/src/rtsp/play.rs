@@ -8,6 +8,7 @@ use super::resolve::Target;
 use super::session::{Playing, ReadState, Reading, Role, Session, TrackTransport};
 use super::transport::{negotiate, pick, Peer};
 use crate::activity::Activity;
+use crate::cluster::Find;
 use crate::sessions::{new_session_id, SessionInfo};
 use crate::udp::{Route, RouteSet};
 use finch_proto::headers::range::LIVE_RANGE;
@@ -17,12 +18,42 @@ use finch_relay::{JoinError, ReaderInfo, Start};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// The longest a DESCRIBE waits for the cluster to say where a path is.
+const CLUSTER_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Conn {
     pub(crate) fn describe(&mut self, req: &Request, target: &Target) -> Result<Response> {
         let path = target.path()?.to_owned();
         let Some(stream) = self.shared.registry.live_stream(&path) else {
             if self.shared.pulls.demand(&path) {
                 return Err(self.wait_for_camera(&path));
+            }
+            if let Some(cluster) = self.shared.cluster.clone() {
+                // Not here: another node may publish it (CONTRACT.md "Cluster").
+                match cluster.find(&self.shared, &path) {
+                    Find::Pending => {
+                        // Redis answers within its bound; this one guards against a lost answer.
+                        let now = std::time::Instant::now();
+                        match self.wait_until {
+                            Some(t) if now >= t => {
+                                self.wait_until = None;
+                                return Err(fail(
+                                    Status::SERVICE_UNAVAILABLE,
+                                    "the cluster did not answer in time",
+                                ));
+                            }
+                            Some(_) => {}
+                            None => self.wait_until = Some(now + CLUSTER_ANSWER),
+                        }
+                        return Err(fail(Status::CONTINUE, "asking the cluster"));
+                    }
+                    Find::Pulling => {
+                        self.wait_until = None;
+                        self.shared.pulls.demand(&path);
+                        return Err(self.wait_for_camera(&path));
+                    }
+                    Find::Absent => {}
+                }
             }
             return Err(fail(Status::NOT_FOUND, format!("no stream on {path}")));
         };

@@ -7,6 +7,7 @@ use super::resolve::Target;
 use super::session::{Publishing, Role, Session, TrackTransport};
 use super::transport::{negotiate, pick, Peer};
 use crate::activity::Activity;
+use crate::cluster::Claim;
 use crate::sessions::{new_session_id, SessionInfo};
 use crate::udp::{Route, RouteSet};
 use finch_proto::rtsp::{Request, Response, Status};
@@ -108,6 +109,19 @@ impl Conn {
                 .count();
             if mine >= limits.max_publishers_per_ip {
                 return Err(self.over_limit("max_publishers_per_ip", Status::SERVICE_UNAVAILABLE));
+            }
+        }
+        if let Some(cluster) = self.shared.cluster.clone() {
+            // One owner per path in the cluster: claimed before the path is taken here.
+            match cluster.claim(&self.shared, &path, path_config.override_publisher) {
+                Claim::Pending => return Err(fail(Status::CONTINUE, "claiming the path")),
+                Claim::Lost(node) => {
+                    return Err(fail(
+                        Status::METHOD_NOT_VALID_IN_THIS_STATE,
+                        format!("{path} is published on node {node}"),
+                    ))
+                }
+                Claim::Won | Claim::Unreachable => {}
             }
         }
         let id = new_session_id();

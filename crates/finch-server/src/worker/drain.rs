@@ -32,7 +32,17 @@ pub(super) async fn finish(
     // One deadline for everything the stop waits on.
     let deadline = tokio::time::Instant::now() + drain;
     tokens.accepting.cancel();
-    if exit == Exit::Clean && stop.drain.is_cancelled() && !stop.now.is_cancelled() {
+    let restart = exit == Exit::Clean && stop.drain.is_cancelled() && !stop.now.is_cancelled();
+    if let Some(cluster) = &shared.cluster {
+        if restart || exit != Exit::Clean {
+            // The next worker is this node too: it keeps the claims (a crash's keys expire
+            // on their own if no worker follows).
+            cluster.hand_over();
+        } else {
+            cluster.leave().await;
+        }
+    }
+    if restart {
         // A graceful restart: the next worker is accepting already; let our sessions finish on
         // their own until the drain timeout. UDP is the exception: both workers would read the
         // shared sockets and each get half the datagrams, so this one stops reading them and

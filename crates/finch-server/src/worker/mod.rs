@@ -179,6 +179,16 @@ pub async fn run(
     } else {
         shared.pulls.sync(&shared, &shared.config());
     }
+    if let Some(cluster) = shared.cluster.clone() {
+        tracing::info!(node = %cluster.node_id, advertise_url = %cluster.advertise_url, "cluster: joining");
+        // A replacement claims once it holds its predecessor's publishers (same node id:
+        // their claims carry on).
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            shared.handover.settled.cancelled().await;
+            cluster.keep(shared).await;
+        });
+    }
     // Handlers are installed here, before Ready: a signal forwarded right after Ready must not
     // meet the default action (which would kill the worker).
     let handlers = tokio_socket("signal handler", signals::install())?;
