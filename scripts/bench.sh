@@ -79,6 +79,10 @@ listen_addresses = ["127.0.0.1"]
 [admin]
 listen = "127.0.0.1:$4"
 
+# Two Finch processes on one machine: HLS (not measured here) off for both.
+[hls]
+enabled = false
+
 [limits]
 max_connections = 20000
 max_readers_per_path = 20000

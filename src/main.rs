@@ -50,6 +50,9 @@ struct Cli {
     /// The admin HTTP address (overrides the config).
     #[arg(long, value_name = "ADDR:PORT", global = true)]
     admin: Option<String>,
+    /// The HLS HTTP address (overrides the config).
+    #[arg(long, value_name = "ADDR:PORT", global = true)]
+    hls: Option<String>,
     /// Print the effective config as commented TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -117,6 +120,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(a) = &cli.admin {
         config.admin.listen = a.clone();
     }
+    if let Some(h) = &cli.hls {
+        config.hls.listen = h.clone();
+    }
     if let Some(s) = cli.stats {
         config.log.stats_interval_secs = s;
     }
@@ -181,6 +187,9 @@ fn supervisor(cli: &Cli, config: Config, log: logging::Logging) -> i32 {
     }
     if let Some(a) = &cli.admin {
         worker_args.push(format!("--admin={a}").into());
+    }
+    if let Some(h) = &cli.hls {
+        worker_args.push(format!("--hls={h}").into());
     }
     if let Some(s) = cli.stats {
         worker_args.push(format!("--stats={s}").into());
@@ -391,7 +400,7 @@ fn run_worker(
 
 /// The supervisor's hex secret as bytes (`None` for anything else: the worker makes its own).
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.is_empty() {
+    if !s.len().is_multiple_of(2) || s.is_empty() {
         return None;
     }
     (0..s.len())

@@ -4,7 +4,10 @@ use crate::harness::*;
 use std::process::Command;
 
 fn finch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_finch"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_finch"));
+    // Many tests run at once: none may take HLS's default port.
+    c.env("FINCH_HLS__ENABLED", "false");
+    c
 }
 
 #[test]

@@ -113,6 +113,7 @@ pub struct Finch {
     pub rtsp_port: u16,
     pub admin_port: u16,
     pub rtp_port: u16,
+    pub hls_port: u16,
     pub dir: PathBuf,
 }
 
@@ -181,6 +182,7 @@ impl Finch {
         let rtsp_port = free_tcp_port();
         let admin_port = free_tcp_port();
         let rtp_port = free_udp_pair();
+        let hls_port = free_tcp_port();
         // A config that must name its own port (a cluster node's advertise_url) says `{rtsp_port}`.
         let extra = &extra.replace("{rtsp_port}", &rtsp_port.to_string());
         let rtsp_extra = extract_section(extra, "rtsp");
@@ -191,9 +193,10 @@ impl Finch {
             "listen_addresses = [\"127.0.0.1\"]\n"
         };
         let config = format!(
-            "[rtsp]\n{listen}port = {rtsp_port}\nrtp_port = {rtp_port}\n{rtsp_extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}\n{}",
+            "[rtsp]\n{listen}port = {rtsp_port}\nrtp_port = {rtp_port}\n{rtsp_extra}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{}\n[hls]\nlisten = \"127.0.0.1:{hls_port}\"\n{}\n{}",
             extract_section(extra, "admin"),
-            strip_section(&strip_section(extra, "rtsp"), "admin"),
+            extract_section(extra, "hls"),
+            strip_section(&strip_section(&strip_section(extra, "rtsp"), "admin"), "hls"),
         );
         let config_path = dir.join("finch.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -213,6 +216,7 @@ impl Finch {
             rtsp_port,
             admin_port,
             rtp_port,
+            hls_port,
             dir,
         };
         f.wait_ready()?;
@@ -490,28 +494,17 @@ pub fn ffprobe(url: &str, transport: &str) -> Vec<String> {
 
 /// Reads `secs` seconds of video with ffmpeg and returns the number of decoded frames.
 pub fn ffmpeg_count_frames(url: &str, transport: &str, secs: u32) -> u64 {
+    ffmpeg_frames(&["-rtsp_transport", transport, "-i", url], secs)
+}
+
+/// Video frames ffmpeg decodes over `secs` of media from the input `input` names (options and
+/// `-i URL`).
+pub fn ffmpeg_frames(input: &[&str], secs: u32) -> u64 {
     let out = Command::new("timeout")
-        .args([
-            "60",
-            "ffmpeg",
-            "-hide_banner",
-            "-nostats",
-            "-rtsp_transport",
-            transport,
-            "-i",
-        ])
-        .arg(url)
-        .args([
-            "-t",
-            &secs.to_string(),
-            "-map",
-            "0:v",
-            "-f",
-            "null",
-            "-progress",
-            "pipe:1",
-            "-",
-        ])
+        .args(["60", "ffmpeg", "-hide_banner", "-nostats"])
+        .args(input)
+        .args(["-t", &secs.to_string(), "-map", "0:v", "-f", "null"])
+        .args(["-progress", "pipe:1", "-"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)

@@ -145,6 +145,7 @@ fn foreground_mode_speaks_sd_notify() {
             &format!("127.0.0.1:{admin}"),
         ])
         .env("FINCH_RTSP__UDP", "false")
+        .env("FINCH_HLS__ENABLED", "false")
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "2000000")
         .stderr(std::process::Stdio::null())

@@ -6,7 +6,10 @@ use std::process::Command;
 use std::time::Duration;
 
 fn finch() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_finch"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_finch"));
+    // Many tests run at once: none may take HLS's default port.
+    c.env("FINCH_HLS__ENABLED", "false");
+    c
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod cluster;
 mod describe;
 mod handover;
 mod harness;
+mod hls;
 mod lifecycle;
 mod limits;
 mod logs;

@@ -80,6 +80,7 @@ fn an_ipv4_reader_is_refused_udp_that_only_ipv6_sockets_could_carry() {
         .arg(env!("CARGO_BIN_EXE_finch"))
         .arg(&config)
         .env("LISTEN_FDS", "4")
+        .env("FINCH_HLS__ENABLED", "false")
         .env("LISTEN_FDNAMES", "rtsp:admin:rtp:rtcp")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
@@ -289,6 +290,7 @@ fn an_unreadable_certificate_stops_the_start_and_is_refused_on_reload() {
     let out = Command::new(env!("CARGO_BIN_EXE_finch"))
         .args(["-d", "--config"])
         .arg(&bad)
+        .env("FINCH_HLS__ENABLED", "false")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(255));

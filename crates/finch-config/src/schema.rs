@@ -17,6 +17,8 @@ pub struct Config {
     pub rtsps: RtspsConfig,
     /// The admin HTTP server.
     pub admin: AdminConfig,
+    /// Low-Latency HLS for browsers.
+    pub hls: crate::hls::HlsConfig,
     /// Users and what they may do.
     pub auth: crate::auth::AuthConfig,
     /// Input limits.
@@ -489,6 +491,15 @@ impl Config {
             let mut k = vec!["auth".to_owned()];
             k.extend(key);
             return Err(Invalid { key: k, reason });
+        }
+        if let Err((key, reason)) = crate::hls::validate(&self.hls) {
+            return bad(&["hls", key], reason);
+        }
+        if self.hls.enabled && self.hls.tls && (t.cert_file.is_empty() || t.key_file.is_empty()) {
+            return bad(
+                &["hls", "tls"],
+                "HTTPS uses the [rtsps] certificate: set rtsps.cert_file and rtsps.key_file",
+            );
         }
         if let Err((key, reason)) = crate::cluster::validate(&self.cluster) {
             return bad(&["cluster", key], reason);

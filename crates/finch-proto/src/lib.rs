@@ -13,6 +13,7 @@
 //! - `sdp`: a tolerant SDP reader/writer that keeps every line it does not own byte for byte.
 //! - `rtp`, `rtcp`: zero-copy views over packets.
 //! - `codec`: keyframe detection and parameter-set extraction.
+//! - `depack`: RTP payloads back into access units and AAC frames (for HLS's MP4 samples).
 //! - `uri`: from an RTSP request URI to a Finch path name and a track control.
 //!
 //! This crate does no I/O, reads no clock and spawns nothing (`cargo tree -p finch-proto` shows no
@@ -22,6 +23,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod depack;
 pub mod headers;
 pub mod rtcp;
 pub mod rtp;

@@ -4,7 +4,8 @@
 //! - `worker`: the run loop, heartbeat, signals, drain and stop, the supervisor channel, the
 //!   status line. It starts everything below.
 //! - `rtsp`: the accept loop, connections, sessions and methods; `pull`: Finch as the client
-//!   of cameras it pulls; `cluster`: the path registry nodes share in Redis; `udp`: the shared RTP/RTCP
+//!   of cameras it pulls; `cluster`: the path registry nodes share in Redis; `hls`: Low-Latency HLS
+//!   for browsers (the muxing itself is the `finch-hls` crate); `udp`: the shared RTP/RTCP
 //!   sockets and their routes; `admin`: the HTTP API, metrics and status page; `net`: binding,
 //!   inheriting and rebinding sockets.
 //! - `tls`: the RTSPS certificate and acceptor.
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod cluster;
 pub mod errorlog;
 pub mod handover;
+pub mod hls;
 pub mod metrics;
 pub mod net;
 pub mod pull;

@@ -61,6 +61,13 @@ pub struct Metrics {
     limit_refusals: Family<Labels, Counter>,
     source_reconnects: Family<Labels, Counter>,
     handed_over: Family<Labels, Counter>,
+    hls_muxers: Gauge,
+    hls_viewers: Gauge,
+    hls_bytes_held: Gauge,
+    hls_requests: Family<Labels, Counter>,
+    hls_refused: Family<Labels, Counter>,
+    hls_bytes_sent: Counter,
+    hls_part_delay: Gauge<f64, std::sync::atomic::AtomicU64>,
     cluster_redis_up: Gauge,
     cluster_nodes: Gauge,
     cluster_owned: Gauge,
@@ -92,6 +99,19 @@ pub struct Snapshot {
     pub log_dropped: u64,
     /// The cluster, when this node is in one: (Redis answered, nodes registered, paths owned).
     pub cluster: Option<(bool, u64, usize)>,
+    /// HLS.
+    pub hls: HlsSnapshot,
+}
+
+/// HLS's figures at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HlsSnapshot {
+    /// Running muxers.
+    pub muxers: usize,
+    /// Addresses seen lately.
+    pub viewers: usize,
+    /// Bytes held.
+    pub bytes_held: usize,
 }
 
 /// The metrics label of a request method: unknown methods share one, so a client sending
@@ -134,6 +154,13 @@ impl Metrics {
             limit_refusals: Family::default(),
             source_reconnects: Family::default(),
             handed_over: Family::default(),
+            hls_muxers: Gauge::default(),
+            hls_viewers: Gauge::default(),
+            hls_bytes_held: Gauge::default(),
+            hls_requests: Family::default(),
+            hls_refused: Family::default(),
+            hls_bytes_sent: Counter::default(),
+            hls_part_delay: Gauge::default(),
             cluster_redis_up: Gauge::default(),
             cluster_nodes: Gauge::default(),
             cluster_owned: Gauge::default(),
@@ -217,6 +244,41 @@ impl Metrics {
                 m.handed_over.clone(),
             );
             r.register(
+                "hls_muxers",
+                "Paths being muxed for HLS viewers",
+                m.hls_muxers.clone(),
+            );
+            r.register(
+                "hls_viewers",
+                "Addresses that requested HLS in the last 10 s",
+                m.hls_viewers.clone(),
+            );
+            r.register(
+                "hls_bytes_held",
+                "Bytes of segments and parts the HLS muxers hold",
+                m.hls_bytes_held.clone(),
+            );
+            r.register(
+                "hls_requests",
+                "HLS requests answered, by what they asked for",
+                m.hls_requests.clone(),
+            );
+            r.register(
+                "hls_refused",
+                "HLS requests refused, by reason",
+                m.hls_refused.clone(),
+            );
+            r.register(
+                "hls_part_delay_seconds",
+                "From the arrival of the newest HLS part's first frame to the part being listed",
+                m.hls_part_delay.clone(),
+            );
+            r.register(
+                "hls_bytes_sent",
+                "Bytes of playlists, segments and parts sent",
+                m.hls_bytes_sent.clone(),
+            );
+            r.register(
                 "limit_refusals",
                 "Inputs refused for passing a limit, by the limit's config key",
                 m.limit_refusals.clone(),
@@ -261,6 +323,31 @@ impl Metrics {
             "A publisher's claims on its path, by result",
             self.cluster_claims.clone(),
         );
+    }
+
+    /// Counts an HLS request answered (`playlist`, `blocking_playlist`, `init`, `segment`,
+    /// `part`, `page`).
+    pub fn hls_request(&self, kind: &'static str) {
+        self.hls_requests
+            .get_or_create(&labels(&[("file", kind)]))
+            .inc();
+    }
+
+    /// Counts an HLS request refused (`max_connections`, `bad_parameter`, `blocking_timeout`).
+    pub fn hls_refused(&self, reason: &'static str) {
+        self.hls_refused
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc();
+    }
+
+    /// Records how long the newest part's first frame waited to be listed.
+    pub fn hls_part_delay(&self, d: std::time::Duration) {
+        self.hls_part_delay.set(d.as_secs_f64());
+    }
+
+    /// Counts bytes sent to HLS players.
+    pub fn hls_sent(&self, bytes: usize) {
+        self.hls_bytes_sent.inc_by(bytes as u64);
     }
 
     /// Counts a lookup of a path that is not local (`found` or `absent`).
@@ -367,7 +454,14 @@ impl Metrics {
                 .set(n as i64);
         }
         self.paths.set(snap.paths as i64);
-        for (transport, n) in [("tcp", snap.readers.0), ("udp", snap.readers.1)] {
+        self.hls_muxers.set(snap.hls.muxers as i64);
+        self.hls_viewers.set(snap.hls.viewers as i64);
+        self.hls_bytes_held.set(snap.hls.bytes_held as i64);
+        for (transport, n) in [
+            ("tcp", snap.readers.0),
+            ("udp", snap.readers.1),
+            ("hls", snap.hls.muxers),
+        ] {
             self.readers
                 .get_or_create(&labels(&[("transport", transport)]))
                 .set(n as i64);
@@ -453,6 +547,7 @@ mod tests {
             restarts: None,
             log_dropped: 0,
             cluster: None,
+            hls: HlsSnapshot::default(),
         };
         let text = m.render(&snap);
         assert_eq!(

@@ -20,6 +20,8 @@ const SOCKET_KEYS: &[&str] = &[
     "rtsps.port",
     "admin.enabled",
     "admin.listen",
+    "hls.enabled",
+    "hls.listen",
 ];
 
 /// What a reload did.

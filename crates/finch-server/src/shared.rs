@@ -109,6 +109,8 @@ pub struct Shared {
     pub tls: crate::tls::Tls,
     /// The pulled paths' runners.
     pub pulls: crate::pull::Pulls,
+    /// HLS muxers.
+    pub hls: crate::hls::Hls,
     /// This node's part in a cluster (`None` standalone).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Wrong admin tokens per address.
@@ -154,6 +156,7 @@ impl Shared {
             per_ip: Mutex::new(HashMap::new()),
             tls: crate::tls::Tls::default(),
             pulls: crate::pull::Pulls::default(),
+            hls: crate::hls::Hls::default(),
             cluster,
             admin_failures: Mutex::new(crate::auth::failures::Failures::new()),
             limit_logged: Mutex::new(HashMap::new()),
@@ -254,13 +257,13 @@ impl Shared {
     /// What the metrics read now.
     pub fn snapshot(&self) -> Snapshot {
         let paths = self.registry.list();
-        let (mut tcp, mut udp) = (0, 0);
+        let (mut tcp, mut udp, mut hls) = (0, 0, 0);
         for p in &paths {
             for r in p.stream.readers() {
-                if r.transport == "udp" {
-                    udp += 1;
-                } else {
-                    tcp += 1;
+                match r.transport {
+                    "udp" => udp += 1,
+                    "hls" => hls += 1,
+                    _ => tcp += 1,
                 }
             }
         }
@@ -271,6 +274,11 @@ impl Shared {
             readers_sessions: self.sessions.count("reader"),
             paths: paths.len(),
             readers: (tcp, udp),
+            hls: crate::metrics::HlsSnapshot {
+                muxers: hls,
+                viewers: self.hls.viewer_count(),
+                bytes_held: self.hls.bytes_held(),
+            },
             totals: self.registry.totals(),
             errors: Verbosity::ALL
                 .iter()

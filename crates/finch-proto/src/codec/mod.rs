@@ -7,6 +7,7 @@
 mod bits;
 pub mod h264;
 pub mod h265;
+pub mod sps;
 
 /// The codecs whose payloads the relay inspects; everything else is opaque RTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

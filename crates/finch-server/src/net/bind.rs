@@ -31,7 +31,7 @@ pub fn bind_one(role: Role, addr: SocketAddr) -> Result<OwnedFd, NetError> {
         source,
     };
     let (ty, proto) = match role {
-        Role::Rtsp | Role::Rtsps | Role::Admin => (Type::STREAM, Protocol::TCP),
+        Role::Rtsp | Role::Rtsps | Role::Admin | Role::Hls => (Type::STREAM, Protocol::TCP),
         Role::Rtp | Role::Rtcp => (Type::DGRAM, Protocol::UDP),
     };
     let socket = Socket::new(Domain::for_address(addr), ty, Some(proto)).map_err(err)?;

@@ -2,7 +2,7 @@
 //!
 //! The supervisor binds the sockets once and hands them to each worker (descriptors 3, 4 … with
 //! `LISTEN_FDS` and `LISTEN_FDNAMES`); systemd socket activation uses the same convention for
-//! `finch --foreground`. Names: `rtsp` (any number), `admin`, and `rtp`/`rtcp` (a pair per
+//! `finch --foreground`. Names: `rtsp` and `rtsps` (any number), `admin`, `hls`, and `rtp`/`rtcp` (a pair per
 //! listen address, paired in order).
 
 use super::{Listeners, Role};
@@ -22,6 +22,9 @@ pub fn into_fds(l: Listeners) -> Vec<(String, OwnedFd)> {
     }
     if let Some(a) = l.admin {
         out.push(("admin".into(), a.into()));
+    }
+    if let Some(h) = l.hls {
+        out.push(("hls".into(), h.into()));
     }
     for (rtp, rtcp) in l.udp {
         out.push(("rtp".into(), rtp.into()));

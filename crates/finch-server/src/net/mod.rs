@@ -3,7 +3,7 @@
 //!
 //! One list says which sockets a config wants ([`wanted`]); binding, inheriting and rebinding
 //! all follow it, so they cannot disagree. Names (systemd's `LISTEN_FDNAMES`): `rtsp` and `rtsps`
-//! (one per listen address), `admin`, and an `rtp`/`rtcp` pair per listen address.
+//! (one per listen address), `admin`, `hls`, and an `rtp`/`rtcp` pair per listen address.
 
 mod bind;
 pub mod inherit;
@@ -24,6 +24,8 @@ pub struct Listeners {
     pub rtsps: Vec<std::net::TcpListener>,
     /// The admin HTTP listener.
     pub admin: Option<std::net::TcpListener>,
+    /// The HLS HTTP listener.
+    pub hls: Option<std::net::TcpListener>,
     /// The shared RTP and RTCP sockets, one pair per listen address.
     pub udp: Vec<(std::net::UdpSocket, std::net::UdpSocket)>,
 }
@@ -35,6 +37,7 @@ impl Listeners {
             rtsp: Vec::new(),
             rtsps: Vec::new(),
             admin: None,
+            hls: None,
             udp: Vec::new(),
         };
         let mut rtp = Vec::new();
@@ -44,6 +47,7 @@ impl Listeners {
                 Role::Rtsp => l.rtsp.push(fd.into()),
                 Role::Rtsps => l.rtsps.push(fd.into()),
                 Role::Admin => l.admin = Some(fd.into()),
+                Role::Hls => l.hls = Some(fd.into()),
                 Role::Rtp => rtp.push(std::net::UdpSocket::from(fd)),
                 Role::Rtcp => rtcp.push(std::net::UdpSocket::from(fd)),
             }
@@ -69,6 +73,8 @@ pub enum Role {
     Rtsps,
     /// The admin HTTP listener.
     Admin,
+    /// The HLS HTTP listener.
+    Hls,
     /// A shared RTP socket.
     Rtp,
     /// A shared RTCP socket.
@@ -82,6 +88,7 @@ impl Role {
             Role::Rtsp => "rtsp",
             Role::Rtsps => "rtsps",
             Role::Admin => "admin",
+            Role::Hls => "hls",
             Role::Rtp => "rtp",
             Role::Rtcp => "rtcp",
         }
@@ -93,6 +100,7 @@ impl Role {
             "rtsp" => Some(Role::Rtsp),
             "rtsps" => Some(Role::Rtsps),
             "admin" => Some(Role::Admin),
+            "hls" => Some(Role::Hls),
             "rtp" => Some(Role::Rtp),
             "rtcp" => Some(Role::Rtcp),
             _ => None,
@@ -104,6 +112,7 @@ impl Role {
             Role::Rtsp => "the RTSP listener",
             Role::Rtsps => "the RTSPS listener",
             Role::Admin => "the admin HTTP listener",
+            Role::Hls => "the HLS HTTP listener",
             Role::Rtp => "the RTP socket",
             Role::Rtcp => "the RTCP socket",
         }
@@ -136,7 +145,7 @@ pub enum NetError {
 }
 
 /// Every socket `config` asks for, in the order the worker expects them: RTSP listeners, RTSPS
-/// listeners, the admin listener, then an RTP/RTCP pair per listen address.
+/// listeners, the admin listener, the HLS listener, then an RTP/RTCP pair per listen address.
 pub fn wanted(config: &Config) -> Vec<(Role, SocketAddr)> {
     let ips: Vec<IpAddr> = config
         .rtsp
@@ -156,6 +165,11 @@ pub fn wanted(config: &Config) -> Vec<(Role, SocketAddr)> {
     if config.admin.enabled {
         if let Ok(a) = config.admin.listen.parse() {
             out.push((Role::Admin, a));
+        }
+    }
+    if config.hls.enabled {
+        if let Ok(a) = config.hls.listen.parse() {
+            out.push((Role::Hls, a));
         }
     }
     if config.rtsp.udp {
@@ -181,9 +195,10 @@ mod tests {
         let names: Vec<&str> = w.iter().map(|(r, _)| r.name()).collect();
         assert_eq!(
             names,
-            ["rtsp", "rtsp", "admin", "rtp", "rtcp", "rtp", "rtcp"]
+            ["rtsp", "rtsp", "admin", "hls", "rtp", "rtcp", "rtp", "rtcp"]
         );
-        assert_eq!(w[5].1, "[::]:8000".parse().unwrap());
-        assert_eq!(w[6].1, "[::]:8001".parse().unwrap());
+        assert_eq!(w[3].1, "0.0.0.0:8888".parse().unwrap());
+        assert_eq!(w[6].1, "[::]:8000".parse().unwrap());
+        assert_eq!(w[7].1, "[::]:8001".parse().unwrap());
     }
 }

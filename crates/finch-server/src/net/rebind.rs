@@ -82,6 +82,7 @@ mod tests {
         c.rtsp.port = port;
         c.rtsp.rtp_port = rtp;
         c.admin.enabled = false;
+        c.hls.enabled = false;
         c
     }
 

@@ -63,6 +63,34 @@ fn warn_about(config: &Config) {
     }
 }
 
+/// Serves `app` on an HTTP listener until `stop` (the admin API, HLS).
+fn serve_http(
+    what: &'static str,
+    l: std::net::TcpListener,
+    app: axum::Router,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), NetError> {
+    let local = l.local_addr().ok();
+    let l = tokio_socket(
+        what,
+        l.set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(l)),
+    )?;
+    tracing::info!(addr = ?local, "{what} HTTP listening");
+    let stop = stop.clone();
+    tracker.spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(l, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "{what} HTTP server failed");
+        }
+    });
+    Ok(())
+}
+
 /// Serves until stopped or FatalError; then closes every session (waiting at most the drain
 /// timeout, as DSS waits 5 s) and returns how it ended.
 pub async fn run(
@@ -147,25 +175,21 @@ pub async fn run(
             true,
         ));
     }
-    if let Some(l) = listeners.admin {
-        let local = l.local_addr().ok();
-        let l = tokio_socket(
+    for (what, l, app) in [
+        (
             "admin",
-            l.set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpListener::from_std(l)),
-        )?;
-        tracing::info!(addr = ?local, "admin HTTP listening");
-        let app = crate::admin::router(shared.clone());
-        let stop_admin = accepting.clone();
-        tracker.spawn(async move {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let served = axum::serve(l, app)
-                .with_graceful_shutdown(async move { stop_admin.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "admin HTTP server failed");
-            }
-        });
+            listeners.admin,
+            crate::admin::router(shared.clone()),
+        ),
+        (
+            "HLS",
+            listeners.hls,
+            crate::hls::http::router(shared.clone()),
+        ),
+    ] {
+        if let Some(l) = l {
+            serve_http(what, l, app, &accepting, &tracker)?;
+        }
     }
     warn_about(&shared.config());
     if crate::handover::adopting(&shared) {

@@ -464,7 +464,9 @@ impl Supervisor {
             || old.rtsps.enabled != new.rtsps.enabled
             || old.rtsps.port != new.rtsps.port
             || old.admin.enabled != new.admin.enabled
-            || old.admin.listen != new.admin.listen;
+            || old.admin.listen != new.admin.listen
+            || old.hls.enabled != new.hls.enabled
+            || old.hls.listen != new.hls.listen;
         if !sockets_changed {
             self.config_toml = toml_text;
             return;
@@ -491,6 +493,8 @@ impl Supervisor {
                 kept.rtsps.port = old.rtsps.port;
                 kept.admin.enabled = old.admin.enabled;
                 kept.admin.listen = old.admin.listen.clone();
+                kept.hls.enabled = old.hls.enabled;
+                kept.hls.listen = old.hls.listen.clone();
                 self.config_toml =
                     toml::to_string(&kept).unwrap_or_else(|_| self.config_toml.clone());
                 tracing::error!(error = %e, "cannot bind the new listen addresses; keeping the old sockets");

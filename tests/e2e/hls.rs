@@ -1,0 +1,440 @@
+//! Low-Latency HLS with real players: ffprobe and ffmpeg read the playlist of an H.264+AAC
+//! path and of an H.265 one; the HTTP side (redirects, content types, caching, CORS, blocking
+//! reloads, bad parameters, auth) answers as CONTRACT.md says; a thousand held reloads and a
+//! reader that never reads leave the publisher and RTSP readers alone.
+
+use crate::harness::*;
+use crate::raw::Raw;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn hls_url(f: &Finch, path: &str) -> String {
+    format!("http://127.0.0.1:{}/{path}/index.m3u8", f.hls_port)
+}
+
+/// A GET on the HLS listener with extra header lines: status, headers (lower-cased names),
+/// body.
+fn get(f: &Finch, target: &str, extra: &[&str]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    request(f, "GET", target, extra)
+}
+
+fn request(
+    f: &Finch,
+    method: &str,
+    target: &str,
+    extra: &[&str],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", f.hls_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = raw.get(split + 4..).unwrap_or_default().to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    // Chunked bodies are not decoded: these tests read fixed-length ones.
+    (status, headers, body)
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Video frames ffmpeg decodes from `url` (an HLS playlist) over `secs` of media.
+fn hls_frames(url: &str, secs: u32) -> u64 {
+    ffmpeg_frames(&["-i", url], secs)
+}
+
+fn hls_probe(url: &str) -> Vec<String> {
+    let out = Command::new("timeout")
+        .args(["30", "ffprobe", "-v", "error", "-show_entries"])
+        .args(["stream=codec_name,width,height", "-of", "csv=p=0"])
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(',').replace(',', ":"))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// An H.265 version of the test clip (10 s, 25 fps, an IRAP every 2 s, AAC), made once.
+fn clip_h265() -> std::path::PathBuf {
+    static CLIP: OnceLock<std::path::PathBuf> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let path = clip().with_file_name("clip-h265-v1.mp4");
+        if !path.exists() {
+            let tmp = path.with_extension(format!("{}.mp4", std::process::id()));
+            let status = Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+                .arg(clip())
+                .args(["-c:v", "libx265", "-preset", "ultrafast"])
+                .args(["-x265-params", "keyint=50:min-keyint=50:log-level=error"])
+                .args(["-c:a", "copy"])
+                .arg(&tmp)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ffmpeg could not make the H.265 clip");
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        path
+    })
+    .clone()
+}
+
+fn publish_h265(url: &str) -> Child {
+    Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(clip_h265())
+        .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ffprobe_and_ffmpeg_play_the_playlists_of_h264_and_h265_paths() {
+    let f = Finch::start("hls-players", "");
+    let _h264 = Publisher::start(&f.url("live/avc"), "tcp");
+    let mut h265 = publish_h265(&f.url("live/hevc"));
+    f.wait_path_ready("live/avc");
+    f.wait_path_ready("live/hevc");
+    let streams = hls_probe(&hls_url(&f, "live/avc"));
+    assert!(
+        streams.contains(&"h264:320:240".to_owned()),
+        "{streams:?}\n{}",
+        f.log()
+    );
+    assert!(streams.contains(&"aac".to_owned()), "{streams:?}");
+    let frames = hls_frames(&hls_url(&f, "live/avc"), 6);
+    assert!(
+        frames >= 135,
+        "ffmpeg decoded {frames} of 150 frames over HLS"
+    );
+    let streams = hls_probe(&hls_url(&f, "live/hevc"));
+    assert!(streams.contains(&"hevc:320:240".to_owned()), "{streams:?}");
+    let frames = hls_frames(&hls_url(&f, "live/hevc"), 6);
+    assert!(
+        frames >= 135,
+        "ffmpeg decoded {frames} of 150 H.265 frames over HLS"
+    );
+    // The muxers are readers of their paths, shown as HLS.
+    let (_, p) = f.api("/api/v1/paths/live/avc");
+    let transports: Vec<&str> = p["readers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["transport"].as_str())
+        .collect();
+    assert!(transports.contains(&"hls"), "{p}");
+    let (_, metrics) = http(f.admin_port, "GET", "/metrics", "").unwrap();
+    assert!(metrics.contains("finch_hls_muxers 2"), "{metrics}");
+    assert!(
+        metrics.contains("finch_readers{transport=\"hls\"} 2"),
+        "{metrics}"
+    );
+    let _ = h265.kill();
+    let _ = h265.wait();
+}
+
+#[test]
+fn the_http_side_answers_as_the_contract_says() {
+    let f = Finch::start("hls-http", "");
+    let _publisher = Publisher::start(&f.url("live/h"), "tcp");
+    f.wait_path_ready("live/h");
+    // Unknown path: 404; the path without its slash: 301 to the page, which plays it.
+    assert_eq!(get(&f, "/live/none/index.m3u8", &[]).0, 404);
+    let (status, h, _) = get(&f, "/live/h", &[]);
+    assert_eq!(status, 301);
+    assert_eq!(header(&h, "location"), Some("/live/h/"));
+    let (status, h, page) = get(&f, "/live/h/", &[]);
+    assert_eq!(status, 200);
+    assert!(header(&h, "content-type").unwrap().starts_with("text/html"));
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.contains("muted autoplay playsinline"), "{page}");
+    assert!(page.contains("/_finch/hls.light.min.js"));
+    let (status, h, js) = get(&f, "/_finch/hls.light.min.js", &[]);
+    assert_eq!(status, 200);
+    assert!(header(&h, "content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(js.len() > 100_000);
+    // The playlist, its init segment and its newest part, with their types and caching.
+    let (status, h, body) = get(&f, "/live/h/index.m3u8", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&h, "content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert_eq!(header(&h, "cache-control"), Some("no-cache"));
+    assert_eq!(header(&h, "access-control-allow-origin"), Some("*"));
+    let text = String::from_utf8(body).unwrap();
+    for tag in [
+        "#EXT-X-TARGETDURATION:2",
+        "#EXT-X-PART-INF:PART-TARGET=0.200",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES",
+        "#EXT-X-MAP:URI=\"init.mp4\"",
+        "#EXT-X-PRELOAD-HINT:TYPE=PART",
+    ] {
+        assert!(text.contains(tag), "{tag} missing:\n{text}");
+    }
+    assert!(!text.contains('?'), "URIs with a query string:\n{text}");
+    let (status, h, init) = get(&f, "/live/h/init.mp4", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "content-type"), Some("video/mp4"));
+    assert_eq!(&init[4..8], b"ftyp");
+    let seg = text
+        .lines()
+        .rfind(|l| l.ends_with(".m4s") && l.starts_with("seg"))
+        .unwrap();
+    let (status, h, data) = get(&f, &format!("/live/h/{seg}"), &[]);
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "content-type"), Some("video/iso.segment"));
+    assert!(header(&h, "cache-control").unwrap().contains("immutable"));
+    assert_eq!(&data[4..8], b"moof");
+    // A blocking reload for the next part returns as soon as it is listed, well within 1 s.
+    let hint = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"))
+        .unwrap()
+        .trim_end_matches(".m4s\"")
+        .to_owned();
+    let (msn, part) = hint.split_once('.').unwrap();
+    let asked = Instant::now();
+    let (status, _, body) = get(
+        &f,
+        &format!("/live/h/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+        &[],
+    );
+    let waited = asked.elapsed();
+    assert_eq!(status, 200);
+    let listed = format!("part{msn}.{part}.m4s");
+    assert!(
+        String::from_utf8_lossy(&body).contains(&listed),
+        "{listed} not listed"
+    );
+    assert!(waited < Duration::from_secs(1), "{waited:?}");
+    eprintln!("blocking reload for the next part answered in {waited:?}");
+    // From a frame's arrival to its part being listed: at most a part and a frame.
+    let (_, metrics) = http(f.admin_port, "GET", "/metrics", "").unwrap();
+    let delay: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("finch_hls_part_delay_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no part delay in {metrics}"));
+    eprintln!("a part's first frame was listed {delay:.3} s after it arrived");
+    assert!(delay > 0.0 && delay < 0.5, "{delay}");
+    // The preload-hinted part itself, asked before it exists, is held until it does.
+    let next: usize = part.parse::<usize>().unwrap() + 1;
+    let (status, _, data) = get(&f, &format!("/live/h/part{msn}.{next}.m4s"), &[]);
+    assert!(status == 200 || status == 404, "{status}");
+    if status == 200 {
+        assert_eq!(&data[4..8], b"moof");
+    }
+    // Bad parameters: 400; too far ahead: 400; a reload that cannot be met in time: 503.
+    for q in ["_HLS_part=1", "_HLS_msn=x", "_HLS_msn=1&_HLS_part=-2"] {
+        assert_eq!(
+            get(&f, &format!("/live/h/index.m3u8?{q}"), &[]).0,
+            400,
+            "{q}"
+        );
+    }
+    let last: u64 = seg
+        .trim_start_matches("seg")
+        .trim_end_matches(".m4s")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        get(
+            &f,
+            &format!("/live/h/index.m3u8?_HLS_msn={}", last + 10),
+            &[]
+        )
+        .0,
+        400
+    );
+    // Segments that were never made, or are long gone: 404.
+    assert_eq!(get(&f, "/live/h/seg99999.m4s", &[]).0, 404);
+    assert_eq!(get(&f, "/live/h/part0.9999.m4s", &[]).0, 404);
+    // CORS: a preflight needs no auth; credentials get the origin echoed, not `*`.
+    let (status, h, _) = request(
+        &f,
+        "OPTIONS",
+        "/live/h/index.m3u8",
+        &[
+            "Origin: http://player.example",
+            "Access-Control-Request-Method: GET",
+        ],
+    );
+    assert_eq!(status, 204);
+    assert!(header(&h, "access-control-allow-methods")
+        .unwrap()
+        .contains("GET"));
+    let (_, h, _) = get(
+        &f,
+        "/live/h/index.m3u8",
+        &["Origin: http://player.example", "Authorization: Basic eDp5"],
+    );
+    assert_eq!(
+        header(&h, "access-control-allow-origin"),
+        Some("http://player.example")
+    );
+    assert_eq!(header(&h, "access-control-allow-credentials"), Some("true"));
+    let (_, metrics) = http(f.admin_port, "GET", "/metrics", "").unwrap();
+    assert!(
+        metrics.contains("finch_hls_refused_total{reason=\"bad_parameter\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("finch_hls_requests_total{file=\"blocking_playlist\"}"));
+}
+
+#[test]
+fn hls_readers_need_the_read_permission_with_basic_auth() {
+    let f = Finch::start("hls-auth", crate::auth::USERS);
+    let _publisher = Publisher::start(
+        &format!("rtsp://cam:campass@127.0.0.1:{}/cams/1", f.rtsp_port),
+        "tcp",
+    );
+    f.wait_path_ready("cams/1");
+    let (status, h, _) = get(&f, "/cams/1/index.m3u8", &[]);
+    assert_eq!(status, 401);
+    assert!(header(&h, "www-authenticate").unwrap().starts_with("Basic"));
+    // viewer:viewpass may read cams/*; cam:campass may only publish.
+    let viewer = "Authorization: Basic dmlld2VyOnZpZXdwYXNz";
+    let cam = "Authorization: Basic Y2FtOmNhbXBhc3M=";
+    assert_eq!(get(&f, "/cams/1/index.m3u8", &[viewer]).0, 200);
+    assert_eq!(get(&f, "/cams/1/index.m3u8", &[cam]).0, 403);
+    assert_eq!(
+        get(
+            &f,
+            "/cams/1/index.m3u8",
+            &["Authorization: Basic dmlld2VyOnh4"]
+        )
+        .0,
+        401
+    );
+    let streams = hls_probe(&format!(
+        "http://viewer:viewpass@127.0.0.1:{}/cams/1/index.m3u8",
+        f.hls_port
+    ));
+    assert!(streams.contains(&"h264:320:240".to_owned()), "{streams:?}");
+    // A preflight still needs no credentials.
+    let (status, _, _) = request(&f, "OPTIONS", "/cams/1/index.m3u8", &["Origin: http://x"]);
+    assert_eq!(status, 204);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_held_reloads_and_a_reader_that_never_reads_leave_rtsp_alone() {
+    // A thousand sockets on this side too.
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        let mut lim = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let f = Finch::start("hls-abuse", "[hls]\nmax_connections = 1000\n");
+    let _publisher = Publisher::start(&f.url("live/a"), "tcp");
+    f.wait_path_ready("live/a");
+    let (_, _, body) = get(&f, "/live/a/index.m3u8", &[]);
+    let text = String::from_utf8(body).unwrap();
+    let last: u64 = text
+        .lines()
+        .rfind(|l| l.starts_with("seg"))
+        .unwrap()
+        .trim_start_matches("seg")
+        .trim_end_matches(".m4s")
+        .parse()
+        .unwrap();
+    let mut reader = Raw::connect(f.rtsp_port);
+    reader.play_tcp(&f.url("live/a"));
+    let before = rss_kib(f.pid());
+    // A slow reader: asks for a segment and reads nothing.
+    let mut slow = TcpStream::connect(("127.0.0.1", f.hls_port)).unwrap();
+    let seg = format!("GET /live/a/seg{last}.m4s HTTP/1.1\r\nHost: x\r\n\r\n");
+    for _ in 0..200 {
+        let _ = slow.write_all(seg.as_bytes());
+    }
+    // 1000 blocking reloads for the end of the segment after next: each is held, for seconds.
+    let ask = format!(
+        "GET /live/a/index.m3u8?_HLS_msn={}&_HLS_part=9 HTTP/1.1\r\nHost: x\r\n\r\n",
+        last + 2
+    );
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(("127.0.0.1", f.hls_port)).unwrap();
+        s.write_all(ask.as_bytes()).unwrap();
+        held.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // max_connections are in flight: the next request is refused.
+    let over = wait_until(Duration::from_secs(2), || {
+        get(&f, "/live/a/index.m3u8", &[]).0 == 503
+    });
+    assert!(
+        over,
+        "more than max_connections HLS requests were served at once"
+    );
+    // Meanwhile the RTSP reader is served without a gap.
+    let seqs = crate::raw::read_rtp_seqs(&mut reader, 0, Duration::from_secs(2));
+    assert!(seqs.len() > 40, "{} packets to the RTSP reader", seqs.len());
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "the RTSP reader lost packets"
+    );
+    let during = rss_kib(f.pid());
+    assert!(
+        during < before + 64 * 1024,
+        "RSS grew from {before} to {during} KiB"
+    );
+    // Each held reload ends (answered, or 503 after three target durations).
+    drop(held);
+    drop(slow);
+    assert!(wait_until(Duration::from_secs(10), || {
+        get(&f, "/live/a/index.m3u8", &[]).0 == 200
+    }));
+    let _ = Raw::connect(f.rtsp_port);
+}
