@@ -356,6 +356,55 @@ fn hls_readers_need_the_read_permission_with_basic_auth() {
     assert_eq!(status, 204);
 }
 
+#[test]
+fn with_hls_tls_the_playlist_is_served_over_https_with_the_rtsps_certificate() {
+    let dir = temp_dir("hls-tls-cert");
+    let (cert, key) = crate::net::certificate(&dir);
+    let f = Finch::start(
+        "hls-tls",
+        &format!(
+            "[hls]\ntls = true\n[rtsps]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let _publisher = Publisher::start(&f.url("live/s"), "tcp");
+    f.wait_path_ready("live/s");
+    let url = format!("https://127.0.0.1:{}/live/s/index.m3u8", f.hls_port);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&cert)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("#EXTM3U"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP on the HTTPS port gets nothing served.
+    assert_ne!(get(&f, "/live/s/index.m3u8", &[]).0, 200);
+    // A client that never finishes its handshake holds up nobody.
+    let _stuck = TcpStream::connect(("127.0.0.1", f.hls_port)).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+        ])
+        .arg(&cert)
+        .arg(format!("https://127.0.0.1:{}/live/s/init.mp4", f.hls_port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -437,4 +486,97 @@ fn a_thousand_held_reloads_and_a_reader_that_never_reads_leave_rtsp_alone() {
         get(&f, "/live/a/index.m3u8", &[]).0 == 200
     }));
     let _ = Raw::connect(f.rtsp_port);
+}
+
+/// A 1280x720 version of the test clip (10 s, 25 fps, a keyframe every second, AAC), made once.
+fn clip_720p() -> std::path::PathBuf {
+    static CLIP: OnceLock<std::path::PathBuf> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let path = clip().with_file_name("clip-720p-v1.mp4");
+        if !path.exists() {
+            let tmp = path.with_extension(format!("{}.mp4", std::process::id()));
+            let status = Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+                .args(["-t", "10", "-c:v", "libx264", "-preset", "ultrafast"])
+                .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
+                .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k"])
+                .arg(&tmp)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ffmpeg could not make the 720p clip");
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        path
+    })
+    .clone()
+}
+
+#[test]
+fn chromium_plays_the_page_in_low_latency_and_the_status_page_shows_the_path() {
+    let python = std::env::var("E2E_BROWSER_PYTHON").unwrap_or_else(|_| {
+        panic!("E2E_BROWSER_PYTHON is not set: ./scripts/test.sh installs Chromium and Selenium")
+    });
+    let f = Finch::start("hls-browser", "");
+    let mut publisher = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(clip_720p())
+        .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp"])
+        .arg(f.url("live/browser"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    f.wait_path_ready("live/browser");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/testdata/browser.py");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(&python)
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}/live/browser/", f.hls_port))
+        .arg(format!("http://127.0.0.1:{}/", f.admin_port))
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "browser.py: {e}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("browser: {report}");
+    assert!(
+        report["first_frame_after_s"]
+            .as_f64()
+            .is_some_and(|t| t < 10.0),
+        "{report}"
+    );
+    assert!(
+        report["advanced_s"].as_f64().is_some_and(|t| t >= 3.0),
+        "{report}"
+    );
+    assert_eq!(report["width"], 1280, "{report}");
+    assert_eq!(report["height"], 720, "{report}");
+    assert!(report["error"].is_null(), "{report}");
+    let latency = report["latency_median_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(latency < 3.0, "hls.js is {latency} s behind live: {report}");
+    let status = report["status_page"].as_str().unwrap_or_default();
+    assert!(status.contains("live/browser"), "{status}");
+    assert!(shots.join("player.png").exists() && shots.join("status.png").exists());
 }

@@ -207,7 +207,7 @@ fn max_connections_is_one_limit_for_all_listeners_and_a_reload_changes_it() {
 }
 
 /// A self-signed certificate and key for `localhost` and 127.0.0.1, made with openssl.
-fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
         .args([

@@ -34,10 +34,11 @@ pub enum TlsError {
     Pair(String),
 }
 
-/// The acceptor for `config`, or `None` when RTSPS is off.
+/// The acceptor for `config`, or `None` when neither RTSPS nor HTTPS for HLS is on.
 pub fn load(config: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
     let t = &config.rtsps;
-    if !t.enabled {
+    let https = config.hls.enabled && config.hls.tls;
+    if !(t.enabled || https) {
         return Ok(None);
     }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert_file)

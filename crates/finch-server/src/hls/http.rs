@@ -4,6 +4,7 @@
 //! slash, 301 to it), and the vendored hls.js. Every wait is bounded; `read` permission with
 //! HTTP Basic auth; CORS for players on other origins (preflights need no auth).
 
+use super::listen::{Peer, TlsListener};
 use super::{page, Muxing};
 use crate::auth::{Action, Ask, Decision, Reason};
 use crate::shared::Shared;
@@ -17,9 +18,29 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The router of the HLS listener.
-pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(shared)
+/// Serves HLS on `l` (over TLS when `hls.tls`) until `stop`.
+pub(crate) fn serve_on(
+    l: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+) -> impl std::future::Future<Output = std::io::Result<()>> {
+    let tls = shared.config().hls.tls;
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(shared.clone());
+    let stopped = stop.clone();
+    async move {
+        if tls {
+            let l = TlsListener::new(l, shared, stop);
+            axum::serve(l, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
+                .await
+        } else {
+            axum::serve(l, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
+                .await
+        }
+    }
 }
 
 /// Where the vendored hls.js is served.
@@ -98,7 +119,7 @@ enum Want {
 
 async fn handle(
     State(s): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

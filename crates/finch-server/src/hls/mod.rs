@@ -8,6 +8,7 @@
 //! `muxer_close_after_secs` after the last one. The muxing itself is `finch_hls`, sans-IO.
 
 pub(crate) mod http;
+pub(crate) mod listen;
 mod page;
 
 use crate::shared::Shared;

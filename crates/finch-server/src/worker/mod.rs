@@ -63,14 +63,11 @@ fn warn_about(config: &Config) {
     }
 }
 
-/// Serves `app` on an HTTP listener until `stop` (the admin API, HLS).
-fn serve_http(
+/// An HTTP listener (the admin API, HLS) handed to tokio.
+fn http_listener(
     what: &'static str,
     l: std::net::TcpListener,
-    app: axum::Router,
-    stop: &CancellationToken,
-    tracker: &TaskTracker,
-) -> Result<(), NetError> {
+) -> Result<tokio::net::TcpListener, NetError> {
     let local = l.local_addr().ok();
     let l = tokio_socket(
         what,
@@ -78,17 +75,7 @@ fn serve_http(
             .and_then(|()| tokio::net::TcpListener::from_std(l)),
     )?;
     tracing::info!(addr = ?local, "{what} HTTP listening");
-    let stop = stop.clone();
-    tracker.spawn(async move {
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(l, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "{what} HTTP server failed");
-        }
-    });
-    Ok(())
+    Ok(l)
 }
 
 /// Serves until stopped or FatalError; then closes every session (waiting at most the drain
@@ -175,21 +162,28 @@ pub async fn run(
             true,
         ));
     }
-    for (what, l, app) in [
-        (
-            "admin",
-            listeners.admin,
-            crate::admin::router(shared.clone()),
-        ),
-        (
-            "HLS",
-            listeners.hls,
-            crate::hls::http::router(shared.clone()),
-        ),
-    ] {
-        if let Some(l) = l {
-            serve_http(what, l, app, &accepting, &tracker)?;
-        }
+    if let Some(l) = listeners.admin {
+        let app = crate::admin::router(shared.clone());
+        let stop = accepting.clone();
+        let l = http_listener("admin", l)?;
+        tracker.spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let served = axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin HTTP server failed");
+            }
+        });
+    }
+    if let Some(l) = listeners.hls {
+        let l = http_listener("HLS", l)?;
+        let served = crate::hls::http::serve_on(l, shared.clone(), accepting.clone());
+        tracker.spawn(async move {
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "HLS HTTP server failed");
+            }
+        });
     }
     warn_about(&shared.config());
     if crate::handover::adopting(&shared) {
