@@ -578,5 +578,8 @@ fn chromium_plays_the_page_in_low_latency_and_the_status_page_shows_the_path() {
     assert!(latency < 3.0, "hls.js is {latency} s behind live: {report}");
     let status = report["status_page"].as_str().unwrap_or_default();
     assert!(status.contains("live/browser"), "{status}");
+    // Its readers by protocol: no RTSP reader, the HLS muxer the browser made.
+    assert!(status.contains("0 / 0 / 1"), "{status}");
+    assert!(status.contains("watch"), "{status}");
     assert!(shots.join("player.png").exists() && shots.join("status.png").exists());
 }

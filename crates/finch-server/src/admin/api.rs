@@ -175,7 +175,7 @@ fn away_pull_json(name: &str, st: &Status) -> Value {
 }
 
 /// Every path: those with a source, and pulled ones whose camera is away.
-fn all_paths(s: &Shared) -> Vec<(String, Value)> {
+pub(super) fn all_paths(s: &Shared) -> Vec<(String, Value)> {
     let pulls = s.pulls.statuses();
     let mut out: Vec<(String, Value)> = s
         .registry
