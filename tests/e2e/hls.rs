@@ -583,3 +583,87 @@ fn chromium_plays_the_page_in_low_latency_and_the_status_page_shows_the_path() {
     assert!(status.contains("watch"), "{status}");
     assert!(shots.join("player.png").exists() && shots.join("status.png").exists());
 }
+
+fn media_sequence(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no media sequence in {text}"))
+}
+
+fn newest_segment(text: &str) -> u64 {
+    text.lines()
+        .rfind(|l| l.starts_with("seg"))
+        .and_then(|l| {
+            l.trim_start_matches("seg")
+                .trim_end_matches(".m4s")
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no segment in {text}"))
+}
+
+#[test]
+fn media_sequence_numbers_go_on_across_a_graceful_restart() {
+    use crate::supervisor::{wait_restart, worker_pid};
+    let f = Finch::start_supervised("hls-restart", "");
+    let _publisher = Publisher::start(&f.url("live/r"), "tcp");
+    f.wait_path_ready("live/r");
+    // Watched for a while: a few segments.
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, _, body) = get(&f, "/live/r/index.m3u8", &[]);
+    let before = String::from_utf8(body).unwrap();
+    let (last, target) = (
+        newest_segment(&before),
+        before
+            .lines()
+            .find(|l| l.starts_with("#EXT-X-TARGETDURATION"))
+            .unwrap()
+            .to_owned(),
+    );
+    let old = worker_pid(&f);
+    f.signal(libc::SIGUSR2);
+    wait_restart(&f, old, 0);
+    // A player's next blocking reload, for the segment after the next, is answered by the new
+    // worker: the numbers go on (the old worker's unfinished segment is skipped).
+    let (status, _, body) = get(
+        &f,
+        &format!("/live/r/index.m3u8?_HLS_msn={}", last + 2),
+        &[],
+    );
+    let after = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{after}\n{}", f.log());
+    assert!(media_sequence(&after) >= last + 2, "{before}\n---\n{after}");
+    assert!(
+        after.contains(&target),
+        "the target duration changed:\n{after}"
+    );
+    // And ffmpeg plays on from the new worker.
+    assert!(hls_frames(&hls_url(&f, "live/r"), 3) >= 60);
+    assert!(f.log().contains("resumed_at_msn"), "{}", f.log());
+}
+
+#[test]
+fn an_opus_track_is_carried_with_the_video() {
+    let f = Finch::start("hls-opus", "");
+    let _publisher = Publisher::with(&[
+        "-c:v",
+        "copy",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "48k",
+        "-ar",
+        "48000",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        "tcp",
+        &f.url("live/opus"),
+    ]);
+    f.wait_path_ready("live/opus");
+    let streams = hls_probe(&hls_url(&f, "live/opus"));
+    assert!(streams.contains(&"h264:320:240".to_owned()), "{streams:?}");
+    assert!(streams.contains(&"opus".to_owned()), "{streams:?}");
+    assert!(hls_frames(&hls_url(&f, "live/opus"), 4) >= 90);
+}

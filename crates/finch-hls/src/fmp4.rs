@@ -37,12 +37,17 @@ pub enum Codec {
     },
     /// AAC.
     Aac(AacConfig),
+    /// Opus (48 kHz).
+    Opus {
+        /// Its channels (1 or 2).
+        channels: u8,
+    },
 }
 
 impl Codec {
     /// Whether it is a video codec.
     pub fn is_video(&self) -> bool {
-        !matches!(self, Codec::Aac(_))
+        matches!(self, Codec::H264 { .. } | Codec::H265 { .. })
     }
 
     /// The RFC 6381 `CODECS` name (`avc1.42c00d`, `hvc1.1.6.L93.90`, `mp4a.40.2`).
@@ -69,6 +74,7 @@ impl Codec {
                 s
             }
             Codec::Aac(c) => format!("mp4a.40.{}", c.object_type()),
+            Codec::Opus { .. } => "opus".to_owned(),
         }
     }
 }
@@ -157,13 +163,13 @@ pub fn init_segment(tracks: &[TrackSpec]) -> Result<Vec<u8>, Mp4Error> {
 fn trak(t: &TrackSpec) -> m::Trak {
     use m::esds::{DecoderConfig, DecoderSpecific, EsDescriptor};
     use m::{
-        Audio, Avc1, Avcc, Dinf, Dref, Esds, Hdlr, Hvc1, HvcCArray, Hvcc, Mdhd, Mdia, Minf, Mp4a,
-        Smhd, Stbl, Stco, Stsd, Tkhd, Trak, Url, Visual, Vmhd,
+        Audio, Avc1, Avcc, Dinf, Dops, Dref, Esds, Hdlr, Hvc1, HvcCArray, Hvcc, Mdhd, Mdia, Minf,
+        Mp4a, Opus, Smhd, Stbl, Stco, Stsd, Tkhd, Trak, Url, Visual, Vmhd,
     };
     let (width, height) = match &t.codec {
         Codec::H264 { info, .. } => (info.width, info.height),
         Codec::H265 { info, .. } => (info.width, info.height),
-        Codec::Aac(_) => (0, 0),
+        Codec::Aac(_) | Codec::Opus { .. } => (0, 0),
     };
     let visual = Visual {
         width: width as u16,
@@ -264,6 +270,24 @@ fn trak(t: &TrackSpec) -> m::Trak {
             },
             btrt: None,
             taic: None,
+        }
+        .into(),
+        Codec::Opus { channels } => Opus {
+            audio: Audio {
+                data_reference_index: 1,
+                channel_count: u16::from(*channels),
+                sample_size: 16,
+                sample_rate: 48000u16.into(),
+            },
+            dops: Dops {
+                output_channel_count: *channels,
+                // RTP does not carry the encoder's pre-skip (RFC 7587 §4.2).
+                pre_skip: 0,
+                input_sample_rate: 48000,
+                output_gain: 0,
+                channel_mapping: None,
+            },
+            btrt: None,
         }
         .into(),
     };

@@ -13,4 +13,4 @@ pub mod fmp4;
 pub mod muxer;
 pub mod playlist;
 
-pub use muxer::{Muxer, MuxerConfig, Part, Segment, Unsupported};
+pub use muxer::{Muxer, MuxerConfig, Part, Resume, Segment, TrackResume, Unsupported};

@@ -1,4 +1,4 @@
-//! One path's Low-Latency HLS presentation: RTP packets in, fMP4 parts and segments and the
+//! One path's Low-Latency HLS presentation (H.264 or H.265 video, AAC or Opus audio): RTP packets in, fMP4 parts and segments and the
 //! state the playlist is written from out. Sans-IO: the caller hands in each packet with its
 //! arrival time (any monotonic clock, as a `Duration`) and asks for what is ready.
 //!
@@ -47,9 +47,39 @@ impl Default for MuxerConfig {
 /// Why a stream cannot be muxed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unsupported {
-    /// No track HLS can carry (H.264, H.265, AAC).
-    #[error("no H.264, H.265 or AAC track")]
+    /// No track HLS can carry (H.264, H.265, AAC, Opus).
+    #[error("no H.264, H.265, AAC or Opus track")]
     NoTrack,
+}
+
+/// Where a muxer left off, for the one that continues its presentation in the next worker
+/// (a graceful restart): media sequence numbers, target duration and each track's timeline go
+/// on, so players keep their place.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resume {
+    /// The next segment's number.
+    pub next_msn: u64,
+    /// The target duration, if fixed.
+    pub target: Option<u32>,
+    /// Per track (by SDP index): (first unwrapped RTP time, its decode time), the last RTP
+    /// time and its unwrapped value, and the decode time everything up to which is done.
+    pub tracks: Vec<TrackResume>,
+}
+
+/// One track's timeline, for [`Resume`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrackResume {
+    /// The track's index in the SDP.
+    pub sdp_index: usize,
+    /// The first unwrapped RTP time and its decode time.
+    pub base: (i64, i64),
+    /// The last RTP time seen and its unwrapped value.
+    pub last_ts: (u32, i64),
+    /// Frames at or before this presentation time were muxed already.
+    pub done: i64,
+    /// Its presentation times go back and forth (B-frames).
+    #[serde(default)]
+    pub reorder: bool,
 }
 
 /// The longest target duration: a GOP longer than this is cut at part boundaries.
@@ -87,6 +117,8 @@ pub struct Segment {
 enum Depack {
     Nal(NalDepack),
     Aac(Aac),
+    /// Opus: a packet is a frame (RFC 7587); the channel count from the SDP.
+    Opus(u8),
 }
 
 struct Track {
@@ -113,12 +145,17 @@ struct Track {
     /// Samples of the part being built, with their decode times.
     samples: Vec<(i64, Sample)>,
     last_duration: u32,
+    /// Frames at or before this presentation time belong to a previous muxer (a resumed one).
+    floor: Option<i64>,
+    /// The source's last sender report: (wallclock seconds, RTP time).
+    sr: Option<(f64, u32)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NalCodecOrAac {
     Nal(NalCodec),
     Aac(u32),
+    Opus,
 }
 
 /// One path's HLS muxer.
@@ -194,6 +231,11 @@ fn track_of(sdp_index: usize, m: &Media) -> Option<Track> {
                 params,
             )
         }
+        "OPUS" => (
+            Depack::Opus(map.channels.unwrap_or(2).clamp(1, 2) as u8),
+            NalCodecOrAac::Opus,
+            Vec::new(),
+        ),
         "MPEG4-GENERIC" => {
             let c = AacConfig::from_fmtp(fmtp)?;
             let samples = c.frame_samples;
@@ -224,6 +266,8 @@ fn track_of(sdp_index: usize, m: &Media) -> Option<Track> {
         last_dts: None,
         samples: Vec::new(),
         last_duration: 0,
+        floor: None,
+        sr: None,
     })
 }
 
@@ -262,6 +306,9 @@ impl Track {
                 }
             }
             (Depack::Aac(a), _) => Codec::Aac(a.config().clone()),
+            (Depack::Opus(channels), _) => Codec::Opus {
+                channels: *channels,
+            },
             _ => return None,
         };
         Some(TrackSpec {
@@ -332,6 +379,51 @@ impl Muxer {
         }
     }
 
+    /// Where this muxer is, for one that continues it (`None` before its timeline started).
+    /// The segment being built is not carried: the next muxer starts a new one at its next
+    /// keyframe.
+    pub fn resume_point(&self) -> Option<Resume> {
+        let tracks: Vec<TrackResume> = self
+            .tracks
+            .iter()
+            .filter_map(|t| {
+                let (base, last) = (t.base?, t.last_ts?);
+                Some(TrackResume {
+                    sdp_index: t.sdp_index,
+                    base,
+                    last_ts: last,
+                    done: base.1 + (last.1 - base.0),
+                    reorder: t.reorder,
+                })
+            })
+            .collect();
+        if tracks.is_empty() {
+            return None;
+        }
+        Some(Resume {
+            next_msn: self.next_msn,
+            target: self.target,
+            tracks,
+        })
+    }
+
+    /// Continues the presentation a previous muxer left at `r`.
+    pub fn resume(&mut self, r: &Resume) {
+        if self.current.is_some() || !self.segments.is_empty() {
+            return;
+        }
+        self.next_msn = r.next_msn;
+        self.target = r.target;
+        for tr in &r.tracks {
+            if let Some(t) = self.tracks.iter_mut().find(|t| t.sdp_index == tr.sdp_index) {
+                t.base = Some(tr.base);
+                t.last_ts = Some(tr.last_ts);
+                t.floor = Some(tr.done);
+                t.reorder = tr.reorder;
+            }
+        }
+    }
+
     /// Whether the SDP track `index` is one this muxer carries.
     pub fn carries(&self, index: usize) -> bool {
         self.tracks.iter().any(|t| t.sdp_index == index)
@@ -392,6 +484,43 @@ impl Muxer {
         self.current.as_ref().map(|s| (s.msn, s.parts.len()))
     }
 
+    /// Takes one RTCP packet of SDP track `track`: a sender report puts the track on the
+    /// source's wallclock, which aligns audio with video.
+    pub fn push_rtcp(&mut self, track: usize, packet: &[u8]) {
+        if let Some(t) = self.tracks.iter_mut().find(|t| t.sdp_index == track) {
+            if let Some(sr) = finch_proto::rtcp::sender_report(packet) {
+                t.sr = Some(sr);
+            }
+        }
+    }
+
+    /// Where a track's first frame at RTP time `rtp` goes on the timeline: by the sender
+    /// reports of it and of the lead track when both are known (the source's own clock), else
+    /// by when it arrived.
+    fn first_dts(&self, ti: usize, rtp: u32, at: Duration) -> i64 {
+        let t = &self.tracks[ti];
+        let scale = f64::from(t.timescale);
+        let lead = self.video.unwrap_or(0);
+        if lead != ti {
+            let l = &self.tracks[lead];
+            if let (Some((n_t, s_t)), Some((n_l, s_l)), Some((base_u, base_d))) =
+                (t.sr, l.sr, l.base)
+            {
+                let wall = |n: f64, s: u32, r: u32, clock: u32| {
+                    n + f64::from(r.wrapping_sub(s) as i32) / f64::from(clock)
+                };
+                let lead_wall = wall(n_l, s_l, base_u as u32, l.timescale);
+                let lead_secs = base_d as f64 / f64::from(l.timescale);
+                let secs = lead_secs + wall(n_t, s_t, rtp, t.timescale) - lead_wall;
+                if secs.is_finite() && (0.0..86400.0).contains(&secs) {
+                    return (secs * scale) as i64;
+                }
+            }
+        }
+        let since = at.saturating_sub(self.zero.unwrap_or_default());
+        (since.as_secs_f64() * scale) as i64
+    }
+
     /// Takes one RTP packet of SDP track `track` that arrived at `at`.
     pub fn push(&mut self, track: usize, packet: &[u8], at: Duration) {
         let Some(ti) = self.tracks.iter().position(|t| t.sdp_index == track) else {
@@ -405,6 +534,15 @@ impl Muxer {
         match &mut self.tracks[ti].depack {
             Depack::Nal(d) => d.push(h.sequence, h.timestamp, h.marker, payload, &mut frames),
             Depack::Aac(d) => d.push(h.sequence, h.timestamp, h.marker, payload, &mut frames),
+            Depack::Opus(_) => {
+                if !payload.is_empty() && payload.len() <= finch_proto::depack::MAX_FRAME_BYTES {
+                    frames.push(Frame {
+                        rtp_ts: h.timestamp,
+                        key: true,
+                        data: payload.to_vec(),
+                    });
+                }
+            }
         }
         for f in frames.drain(..) {
             self.frame(ti, f, at);
@@ -414,6 +552,21 @@ impl Muxer {
 
     fn frame(&mut self, ti: usize, f: Frame, at: Duration) {
         let is_video = self.tracks[ti].is_video();
+        if let Some(floor) = self.tracks[ti].floor {
+            // A resumed muxer: what the previous one muxed (the GOP cache replays it) is not
+            // muxed twice.
+            let t = &mut self.tracks[ti];
+            let unwrapped = t.unwrap(f.rtp_ts);
+            let Some((first, first_dts)) = t.base else {
+                return;
+            };
+            if first_dts + (unwrapped - first) <= floor {
+                return;
+            }
+            t.floor = None;
+            // `unwrap` above moved the track's clock on; `frame` below reads it again.
+            t.last_ts = Some((f.rtp_ts.wrapping_sub(1), unwrapped - 1));
+        }
         if !self.started {
             // Nothing before the first video keyframe (or the first audio frame without video).
             let leads = Some(ti) == self.video || self.video.is_none();
@@ -422,6 +575,7 @@ impl Muxer {
             }
             self.started = true;
             self.zero = Some(at);
+            // A resumed muxer's other tracks may still be below their floor: they start now.
         }
         if self.init.is_none() && !self.make_init() {
             if is_video {
@@ -431,20 +585,22 @@ impl Muxer {
             }
             return;
         }
+        let start = if self.tracks[ti].base.is_none() {
+            Some(self.first_dts(ti, f.rtp_ts, at))
+        } else {
+            None
+        };
         let t = &mut self.tracks[ti];
         let unwrapped = t.unwrap(f.rtp_ts);
-        let (first, first_dts) = *t.base.get_or_insert_with(|| {
-            let since = at.saturating_sub(self.zero.unwrap_or_default());
-            (
-                unwrapped,
-                (since.as_secs_f64() * f64::from(t.timescale)) as i64,
-            )
-        });
+        let (first, first_dts) = *t
+            .base
+            .get_or_insert_with(|| (unwrapped, start.unwrap_or_default()));
         let pts = first_dts + (unwrapped - first);
         let dts = pts;
         if !is_video {
             let duration = match t.codec {
                 NalCodecOrAac::Aac(n) => n,
+                NalCodecOrAac::Opus => finch_proto::depack::opus_duration(&f.data).unwrap_or(960),
                 NalCodecOrAac::Nal(_) => 0,
             };
             let sample = Sample {
@@ -830,6 +986,78 @@ mod tests {
         assert!(segs.iter().any(|s| !s.parts[0].independent));
         // 7 segments of ~1 s at these tiny frames: a few tens of KiB, never growing.
         assert!(m2.bytes_held() < 200_000, "{}", m2.bytes_held());
+    }
+
+    /// The first `tfdt` of a fragment.
+    fn base_dts(fragment: &[u8]) -> u64 {
+        use mp4_atom::Decode;
+        let moof = mp4_atom::Moof::decode(&mut std::io::Cursor::new(fragment)).unwrap();
+        moof.traf[0].tfdt.as_ref().unwrap().base_media_decode_time
+    }
+
+    #[test]
+    fn a_resumed_muxer_goes_on_with_the_numbers_and_the_timeline_of_the_last() {
+        let mut a = Muxer::new(&sdp(), MuxerConfig::default()).unwrap();
+        feed(&mut a, 5, 50);
+        let last = a.segments().last().unwrap();
+        let (last_msn, last_end) = (last.msn, base_dts(last.data.as_ref().unwrap()));
+        let r = a.resume_point().unwrap();
+        assert_eq!(
+            r.next_msn,
+            last_msn + 2,
+            "the unfinished segment is not carried"
+        );
+        let mut b = Muxer::new(&sdp(), MuxerConfig::default()).unwrap();
+        b.resume(&r);
+        // The next worker's stream: the cached GOP again (frames 100..125), then live on.
+        feed_from(&mut b, 100, 5, 50);
+        let first = b.segments().next().unwrap();
+        assert_eq!(first.msn, r.next_msn);
+        assert_eq!(b.target_duration(), a.target_duration());
+        let start = base_dts(first.data.as_ref().unwrap());
+        assert!(
+            start > last_end,
+            "{start} <= {last_end}: the timeline went back"
+        );
+        // It starts at the first keyframe after what the last muxer did (frame 150: 6 s).
+        assert_eq!(start, 150 * 3600);
+    }
+
+    fn sender_report(ntp: f64, rtp: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 200, 0, 6, 0, 0, 0, 1];
+        p.extend_from_slice(&(ntp.trunc() as u32).to_be_bytes());
+        p.extend_from_slice(&((ntp.fract() * 4_294_967_296.0) as u32).to_be_bytes());
+        p.extend_from_slice(&rtp.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p
+    }
+
+    #[test]
+    fn sender_reports_put_audio_where_the_source_says_not_where_it_arrived() {
+        let mut m = Muxer::new(&sdp(), MuxerConfig::default()).unwrap();
+        // The source's clock: the audio frame at RTP 0 was captured 0.5 s after the video one.
+        m.push_rtcp(0, &sender_report(100.0, 0));
+        m.push_rtcp(1, &sender_report(100.5, 0));
+        let at = Duration::from_secs(1);
+        m.push(0, &build_packet(96, true, 0, 0, 1, &[0x65, 0x88, 1]), at);
+        let mut p = vec![0, 16, 0, 10 << 3];
+        p.extend_from_slice(&[0x21; 10]);
+        // Both arrive together.
+        m.push(1, &build_packet(97, true, 0, 0, 2, &p), at);
+        let r = m.resume_point().unwrap();
+        let audio = r.tracks.iter().find(|t| t.sdp_index == 1).unwrap();
+        assert_eq!(audio.base.1, 22050, "{r:?}");
+        // Without reports, arrival decides.
+        let mut m = Muxer::new(&sdp(), MuxerConfig::default()).unwrap();
+        m.push(0, &build_packet(96, true, 0, 0, 1, &[0x65, 0x88, 1]), at);
+        m.push(
+            1,
+            &build_packet(97, true, 0, 0, 2, &p),
+            at + Duration::from_millis(100),
+        );
+        let r = m.resume_point().unwrap();
+        let audio = r.tracks.iter().find(|t| t.sdp_index == 1).unwrap();
+        assert_eq!(audio.base.1, 4410);
     }
 
     #[test]

@@ -24,6 +24,26 @@ pub enum RtcpError {
     BadVersion,
 }
 
+/// The first sender report's wallclock (NTP, in seconds) and the RTP time it names (RFC 3550
+/// §6.4.1): what puts a source's tracks on one clock.
+pub fn sender_report(mut data: &[u8]) -> Option<(f64, u32)> {
+    while let [b0, pt, l0, l1, ..] = *data {
+        let len = 4 * (usize::from(u16::from_be_bytes([l0, l1])) + 1);
+        if b0 >> 6 != 2 || len > data.len() {
+            return None;
+        }
+        if pt == SENDER_REPORT && len >= 20 {
+            let word = |at: usize| {
+                u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]])
+            };
+            let ntp = f64::from(word(8)) + f64::from(word(12)) / 4_294_967_296.0;
+            return Some((ntp, word(16)));
+        }
+        data = &data[len..];
+    }
+    None
+}
+
 /// The packet types in a compound packet, in order.
 pub fn packet_types(mut data: &[u8]) -> Result<Vec<u8>, RtcpError> {
     let mut types = Vec::new();
@@ -51,6 +71,18 @@ pub fn packet_types(mut data: &[u8]) -> Result<Vec<u8>, RtcpError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_sender_report_names_its_wallclock_and_rtp_time() {
+        // SR: V=2, PT=200, length 6 (28 bytes), SSRC, NTP 0x00000010.80000000, RTP 90000.
+        let mut p = vec![0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0x10, 0x80, 0, 0, 0];
+        p.extend_from_slice(&90000u32.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        assert_eq!(sender_report(&p), Some((16.5, 90000)));
+        let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+        assert_eq!(sender_report(&rr), None);
+        assert_eq!(sender_report(&p[..10]), None);
+    }
 
     #[test]
     fn reads_a_compound_packet() {

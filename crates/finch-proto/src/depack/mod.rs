@@ -1,6 +1,6 @@
 //! From RTP packets back to the codec's own units: H.264 and H.265 access units (RFC 6184,
-//! RFC 7798: single NAL units, aggregation and fragmentation packets) and AAC frames (RFC 3640
-//! AU headers), what an MP4 sample holds. Sans-IO like the rest of the crate: the caller hands
+//! RFC 7798: single NAL units, aggregation and fragmentation packets), AAC frames (RFC 3640
+//! AU headers) and Opus packets' durations (RFC 7587), what an MP4 sample holds. Sans-IO like the rest of the crate: the caller hands
 //! in each packet's sequence number, timestamp, marker bit and payload, and collects frames.
 //!
 //! A lost packet spoils only the access unit it belonged to: the unit is dropped, never
@@ -8,9 +8,11 @@
 
 mod aac;
 mod nal;
+mod opus;
 
 pub use aac::{Aac, AacConfig};
 pub use nal::{NalCodec, NalDepack};
+pub use opus::opus_duration;
 
 /// One access unit: a whole picture or an audio frame.
 #[derive(Debug, Clone, PartialEq, Eq)]

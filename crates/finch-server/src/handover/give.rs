@@ -117,9 +117,14 @@ pub(crate) async fn give(shared: &Arc<Shared>, udp: &CancellationToken) -> Moves
     let roles: Vec<&'static str> = moved.iter().map(|(m, _)| m.role()).collect();
     // The descriptors stay valid: their connections hold their sockets until the verdict.
     let carried = paths.len();
+    let muxers = shared.hls.resume_points();
     let sent = tokio::task::spawn_blocking(move || -> std::io::Result<Reply> {
         for p in paths {
             wire::send(&sock, &Give::Path { path: Box::new(p) }, None)?;
+        }
+        for (path, resume) in muxers {
+            let resume = Box::new(resume);
+            wire::send(&sock, &Give::Hls { path, resume }, None)?;
         }
         for (m, fd) in moved {
             wire::send(&sock, &Give::Session { moved: Box::new(m) }, Some(fd))?;

@@ -48,7 +48,7 @@ pub(crate) use take::{adopting, listen};
 
 /// The state format. A worker that does not speak the giver's version refuses it all, and the
 /// old worker drains as before.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 pub use finch_control::ADOPT_ENV;
 

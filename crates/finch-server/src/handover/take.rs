@@ -180,11 +180,13 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         }
         let mut got: Vec<(Moved, OwnedFd)> = Vec::new();
         let mut paths: Vec<MovedPath> = Vec::new();
+        let mut hls = Vec::new();
         loop {
             match wire::recv::<Give>(&sock)? {
                 Some((Give::Path { path }, _)) => paths.push(*path),
+                Some((Give::Hls { path, resume }, _)) => hls.push((path, *resume)),
                 Some((Give::Session { moved }, Some(fd))) => got.push((*moved, fd)),
-                Some((Give::End, _)) => return Ok((sock, paths, got)),
+                Some((Give::End, _)) => return Ok((sock, paths, got, hls)),
                 Some((other, _)) => {
                     tracing::warn!(message = ?other, "a handover message without its socket; skipped");
                 }
@@ -193,7 +195,7 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         }
     })
     .await;
-    let (sock, paths, got) = match received {
+    let (sock, paths, got, hls) = match received {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "no sessions taken over");
@@ -201,6 +203,7 @@ async fn adopt(shared: &Arc<Shared>, sock: UnixStream, tracker: &TaskTracker) {
         }
         Err(_) => return,
     };
+    shared.hls.set_resume(hls);
     // Publishers first: their paths must be live before their readers join them. Each keeps
     // its place in the old worker's order, which a refusal names.
     let mut got: Vec<(usize, Moved, OwnedFd)> = got

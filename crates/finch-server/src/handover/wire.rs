@@ -17,9 +17,20 @@ const MAX_MESSAGE: usize = 64 << 20;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum Give {
-    Hello { version: u32 },
-    Path { path: Box<super::MovedPath> },
-    Session { moved: Box<Moved> },
+    Hello {
+        version: u32,
+    },
+    Path {
+        path: Box<super::MovedPath>,
+    },
+    Session {
+        moved: Box<Moved>,
+    },
+    /// Where an HLS muxer left off, so the next worker's continues its media sequence.
+    Hls {
+        path: String,
+        resume: Box<finch_hls::Resume>,
+    },
     End,
 }
 

@@ -96,7 +96,12 @@ pub struct Hls {
     pub(crate) in_flight: AtomicU64,
     /// Addresses that asked for something lately, for the viewer count.
     viewers: Mutex<HashMap<IpAddr, Instant>>,
+    /// Where the previous worker's muxers left off (a graceful restart), by path.
+    resume: Mutex<HashMap<String, (finch_hls::Resume, Instant)>>,
 }
+
+/// How long a previous worker's muxer state waits for a request to continue it.
+const RESUME_FOR: Duration = Duration::from_secs(120);
 
 /// An address counts as a viewer this long after its last request.
 const VIEWER_WINDOW: Duration = Duration::from_secs(10);
@@ -127,7 +132,17 @@ impl Hls {
             part_duration: Duration::from_millis(hls.part_duration_ms),
             ..MuxerConfig::default()
         };
-        let muxer = Muxer::new(&stream.sdp, config).map_err(|e| e.to_string())?;
+        let mut muxer = Muxer::new(&stream.sdp, config).map_err(|e| e.to_string())?;
+        let resumed = self
+            .resume
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path)
+            .filter(|(_, at)| at.elapsed() < RESUME_FOR);
+        if let Some((r, _)) = &resumed {
+            // Players keep their place: the presentation goes on where the last worker's did.
+            muxer.resume(r);
+        }
         let tracks: Vec<usize> = (0..stream.tracks.len())
             .filter(|t| muxer.carries(*t))
             .collect();
@@ -151,9 +166,30 @@ impl Hls {
         m.touch();
         muxers.insert(path.to_owned(), m.clone());
         drop(muxers);
-        tracing::info!(path, "HLS muxer started");
+        tracing::info!(
+            path,
+            resumed_at_msn = resumed.map(|(r, _)| r.next_msn),
+            "HLS muxer started"
+        );
         tokio::spawn(run(shared.clone(), m.clone(), reader));
         Ok(m)
+    }
+
+    /// Where every muxer is, for the next worker (a graceful restart).
+    pub(crate) fn resume_points(&self) -> Vec<(String, finch_hls::Resume)> {
+        let list: Vec<Arc<Muxing>> = self.muxers().values().cloned().collect();
+        list.iter()
+            .filter_map(|m| Some((m.path.clone(), m.lock().resume_point()?)))
+            .collect()
+    }
+
+    /// Takes the previous worker's muxer states.
+    pub(crate) fn set_resume(&self, points: Vec<(String, finch_hls::Resume)>) {
+        let now = Instant::now();
+        let mut r = self.resume.lock().unwrap_or_else(|e| e.into_inner());
+        for (path, point) in points {
+            r.insert(path, (point, now));
+        }
     }
 
     /// Running muxers.
@@ -208,6 +244,8 @@ async fn run(shared: Arc<Shared>, m: Arc<Muxing>, mut reader: finch_relay::Reade
                         bytes += p.data().len() as u64;
                         if p.kind == Kind::Rtp {
                             muxer.push(p.track, p.data(), p.at.saturating_duration_since(epoch()));
+                        } else {
+                            muxer.push_rtcp(p.track, p.data());
                         }
                     }
                     muxer.last_part_delay().filter(|d| Some(*d) != before)
