@@ -50,6 +50,13 @@ fn print_config_round_trips_through_check_config() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("port = 9999"), "{text}");
+    // --hls, like --admin, overrides the file and the environment.
+    let out = finch()
+        .args(["--print-config", "--hls", "127.0.0.1:9998"])
+        .output()
+        .unwrap();
+    let hls = String::from_utf8(out.stdout).unwrap();
+    assert!(hls.contains("listen = \"127.0.0.1:9998\""), "{hls}");
     let file = dir.join("printed.toml");
     std::fs::write(&file, &text).unwrap();
     let out = finch().arg("--check-config").arg(&file).output().unwrap();

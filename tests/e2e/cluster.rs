@@ -192,6 +192,12 @@ fn a_path_published_on_one_node_is_read_on_the_others_through_one_pull_each() {
         format!("rtsp://127.0.0.1:{}", a.rtsp_port)
     );
     assert_eq!(nodes[1]["paths"], serde_json::json!([]), "{cl}");
+    // The status page shows the nodes too.
+    let (_, page) = http(c.admin_port, "GET", "/", "").unwrap();
+    assert!(page.contains("<h2>Cluster</h2>"), "{page}");
+    for id in ["<td>a</td>", "<td>b</td>", "<td>c</td>", "live/c"] {
+        assert!(page.contains(id), "{id} not on the status page");
+    }
     let (_, metrics) = http(b.admin_port, "GET", "/metrics", "").unwrap();
     assert!(metrics.contains("finch_cluster_redis_up 1"), "{metrics}");
     assert!(

@@ -586,3 +586,30 @@ fn readers_of_a_pulled_camera_stay_through_graceful_restarts() {
     assert_eq!(seqs.repeated, 0, "{seqs:?}");
     eprintln!("a pulled path's reader through 3 restarts: {seqs:?}");
 }
+
+#[test]
+fn an_hls_request_starts_an_on_demand_camera_and_one_that_never_comes_gets_503() {
+    let cam = Camera::start(None);
+    let dead = free_tcp_port();
+    let f = Finch::start(
+        "ondemand-hls",
+        &format!(
+            "[paths.\"cam/od\"]\nsource = \"{}\"\nsource_on_demand = true\n\
+             [paths.\"cam/none\"]\nsource = \"rtsp://127.0.0.1:{dead}/cam\"\nsource_on_demand = true\nsource_on_demand_start_timeout_secs = 2\n",
+            cam.url()
+        ),
+    );
+    assert_eq!(source(&f, "cam/od")["state"], "idle");
+    let (status, body) = http(f.hls_port, "GET", "/cam/od/index.m3u8", "").unwrap();
+    assert_eq!(status, 200, "{body}\n{}", f.log());
+    assert!(body.starts_with("#EXTM3U"), "{body}");
+    assert_eq!(source(&f, "cam/od")["state"], "ready");
+    let asked = Instant::now();
+    let (status, _) = http(f.hls_port, "GET", "/cam/none/index.m3u8", "").unwrap();
+    assert_eq!(status, 503);
+    assert!(
+        asked.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        asked.elapsed()
+    );
+}
