@@ -192,6 +192,17 @@ fn a_path_published_on_one_node_is_read_on_the_others_through_one_pull_each() {
         format!("rtsp://127.0.0.1:{}", a.rtsp_port)
     );
     assert_eq!(nodes[1]["paths"], serde_json::json!([]), "{cl}");
+    // Load: A receives the clip (about 2 Mbit/s), B reads it from A and serves 100 readers.
+    assert!(
+        wait_until(Duration::from_secs(8), || {
+            let (_, cl) = c.api("/api/v1/cluster");
+            let n = &cl["nodes"];
+            n[0]["bitrate_in"].as_u64().is_some_and(|b| b > 500_000)
+                && n[1]["readers"].as_u64().is_some_and(|r| r >= 100)
+        }),
+        "{}",
+        c.api("/api/v1/cluster").1
+    );
     // The status page shows the nodes too.
     let (_, page) = http(c.admin_port, "GET", "/", "").unwrap();
     assert!(page.contains("<h2>Cluster</h2>"), "{page}");
@@ -432,4 +443,49 @@ fn an_edge_keeps_its_readers_through_a_graceful_restart_and_a_takeover_moves_the
         .api("/api/v1/paths/live/t")
         .0
         == 404));
+}
+
+#[test]
+fn readers_on_an_edge_follow_the_path_to_its_new_owner_within_their_grace() {
+    let redis = Redis::start();
+    let grace = "[paths.\"live/**\"]\npublisher_grace_secs = 20\n";
+    let a = node(&redis, "follow", "a", false, grace);
+    let b = node(&redis, "follow", "b", false, grace);
+    let c = node(&redis, "follow", "c", false, grace);
+    let mut first = Publisher::start(&a.url("live/f"), "tcp");
+    a.wait_path_ready("live/f");
+    let mut reader = describe_and_play(&b, "live/f");
+    let before = crate::raw::read_rtp_seqs(&mut reader, 0, Duration::from_secs(1));
+    assert!(!before.is_empty());
+    // The camera leaves A and comes back on C: B's reader waits, then plays on from C.
+    first.kill();
+    assert!(wait_until(Duration::from_secs(5), || redis
+        .owner("live/f")
+        .is_empty()));
+    let _second = Publisher::start(&c.url("live/f"), "tcp");
+    c.wait_path_ready("live/f");
+    assert_eq!(redis.owner("live/f"), "c");
+    let resumed = wait_until(Duration::from_secs(15), || {
+        !crate::raw::read_rtp_seqs(&mut reader, 0, Duration::from_millis(500)).is_empty()
+    });
+    assert!(
+        resumed,
+        "B's reader got nothing from the new owner\n{}",
+        b.log()
+    );
+    let after = crate::raw::read_rtp_seqs(&mut reader, 0, Duration::from_secs(2));
+    assert!(after.len() > 40, "{} packets after the move", after.len());
+    // One stream to the reader: sequence numbers go on from where A's left off.
+    assert!(
+        after.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "gaps after the move"
+    );
+    let (_, p) = b.api("/api/v1/paths/live/f");
+    assert!(
+        p["source"]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&c.rtsp_port.to_string()),
+        "{p}"
+    );
 }

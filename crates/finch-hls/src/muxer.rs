@@ -913,7 +913,7 @@ mod tests {
         for frame in from..from + secs * 25 {
             let at = Duration::from_millis(u64::from(frame) * 40);
             let ts = frame * 3600;
-            let nal: &[u8] = if (frame - from) % gop == 0 {
+            let nal: &[u8] = if (frame - from).is_multiple_of(gop) {
                 &[0x65, 0x88, 1, 2, 3]
             } else {
                 &[0x41, 0x9a, 4, 5]

@@ -330,6 +330,7 @@ pub(super) async fn cluster_json(s: &Arc<Shared>) -> Value {
                         "paths": paths,
                         "readers": rec.readers,
                         "publishers": rec.publishers,
+                        "bitrate_in": rec.bitrate_in,
                     })
                 })
                 .collect();

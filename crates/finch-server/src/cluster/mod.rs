@@ -78,6 +78,8 @@ pub struct Cluster {
     /// Paths this node has claimed in Redis.
     owned: Mutex<HashSet<String>>,
     nodes_seen: AtomicU64,
+    /// Bytes received at the last refresh, for the node's bitrate.
+    last_in: Mutex<Option<(Instant, u64)>>,
     /// Stops the keeper (the worker is stopping or handing over).
     stop: CancellationToken,
 }
@@ -121,6 +123,7 @@ impl Cluster {
             claims: Mutex::default(),
             owned: Mutex::default(),
             nodes_seen: AtomicU64::new(0),
+            last_in: Mutex::new(None),
             stop: CancellationToken::new(),
         }))
     }
@@ -294,9 +297,9 @@ impl Cluster {
             let snap = shared.snapshot();
             let record = NodeRecord {
                 advertise_url: self.advertise_url.clone(),
-                readers: (snap.readers.0 + snap.readers.1) as u64,
+                readers: (snap.readers.0 + snap.readers.1 + snap.hls.muxers) as u64,
                 publishers: snap.publishers as u64,
-                bitrate_in: 0,
+                bitrate_in: self.bitrate_in(snap.totals.bytes_in),
             };
             let r = self.store.register(&self.node_id, &record, self.ttl).await;
             self.saw(&r);
@@ -343,6 +346,19 @@ impl Cluster {
             lock(&self.owned).remove(&path);
         }
         true
+    }
+
+    /// Bits per second received since the last refresh.
+    fn bitrate_in(&self, bytes_in: u64) -> u64 {
+        let now = Instant::now();
+        let last = lock(&self.last_in).replace((now, bytes_in));
+        match last {
+            Some((t, b)) if now > t => {
+                let secs = now.duration_since(t).as_secs_f64();
+                (bytes_in.saturating_sub(b) as f64 * 8.0 / secs) as u64
+            }
+            _ => 0,
+        }
     }
 
     /// A clean stop: stops the keeper and removes this node and its claims from Redis.
