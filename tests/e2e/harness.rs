@@ -474,15 +474,20 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<
 
 /// Runs ffprobe on a URL and returns "codec:WxH" per stream.
 pub fn ffprobe(url: &str, transport: &str) -> Vec<String> {
+    ffprobe_input(&["-rtsp_transport", transport, url])
+}
+
+/// Runs ffprobe on an input (its options, then the URL) and returns "codec:WxH" per stream.
+pub fn ffprobe_input(input: &[&str]) -> Vec<String> {
     let out = Command::new("timeout")
-        .args(["30", "ffprobe", "-v", "error", "-rtsp_transport", transport])
+        .args(["30", "ffprobe", "-v", "error"])
         .args([
             "-show_entries",
             "stream=codec_name,width,height",
             "-of",
             "csv=p=0",
         ])
-        .arg(url)
+        .args(input)
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)

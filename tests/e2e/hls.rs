@@ -68,39 +68,46 @@ fn hls_frames(url: &str, secs: u32) -> u64 {
 }
 
 fn hls_probe(url: &str) -> Vec<String> {
-    let out = Command::new("timeout")
-        .args(["30", "ffprobe", "-v", "error", "-show_entries"])
-        .args(["stream=codec_name,width,height", "-of", "csv=p=0"])
-        .arg(url)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().trim_end_matches(',').replace(',', ":"))
-        .filter(|l| !l.is_empty())
-        .collect()
+    ffprobe_input(&[url])
+}
+
+/// A clip made once with ffmpeg `args` (its output last) and cached next to the test clip.
+fn cached_clip(name: &str, args: &[&str]) -> std::path::PathBuf {
+    let path = clip().with_file_name(name);
+    if !path.exists() {
+        let tmp = path.with_extension(format!("{}.mp4", std::process::id()));
+        let status = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .arg(&tmp)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ffmpeg could not make {name}");
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
 }
 
 /// An H.265 version of the test clip (10 s, 25 fps, an IRAP every 2 s, AAC), made once.
 fn clip_h265() -> std::path::PathBuf {
     static CLIP: OnceLock<std::path::PathBuf> = OnceLock::new();
     CLIP.get_or_init(|| {
-        let path = clip().with_file_name("clip-h265-v1.mp4");
-        if !path.exists() {
-            let tmp = path.with_extension(format!("{}.mp4", std::process::id()));
-            let status = Command::new("ffmpeg")
-                .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
-                .arg(clip())
-                .args(["-c:v", "libx265", "-preset", "ultrafast"])
-                .args(["-x265-params", "keyint=50:min-keyint=50:log-level=error"])
-                .args(["-c:a", "copy"])
-                .arg(&tmp)
-                .status()
-                .unwrap();
-            assert!(status.success(), "ffmpeg could not make the H.265 clip");
-            std::fs::rename(&tmp, &path).unwrap();
-        }
-        path
+        let source = clip();
+        cached_clip(
+            "clip-h265-v1.mp4",
+            &[
+                "-i",
+                &source.to_string_lossy(),
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "keyint=50:min-keyint=50:log-level=error",
+                "-c:a",
+                "copy",
+            ],
+        )
     })
     .clone()
 }
@@ -492,23 +499,37 @@ fn a_thousand_held_reloads_and_a_reader_that_never_reads_leave_rtsp_alone() {
 fn clip_720p() -> std::path::PathBuf {
     static CLIP: OnceLock<std::path::PathBuf> = OnceLock::new();
     CLIP.get_or_init(|| {
-        let path = clip().with_file_name("clip-720p-v1.mp4");
-        if !path.exists() {
-            let tmp = path.with_extension(format!("{}.mp4", std::process::id()));
-            let status = Command::new("ffmpeg")
-                .args(["-hide_banner", "-loglevel", "error", "-y"])
-                .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
-                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-                .args(["-t", "10", "-c:v", "libx264", "-preset", "ultrafast"])
-                .args(["-g", "25", "-keyint_min", "25", "-sc_threshold", "0"])
-                .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k"])
-                .arg(&tmp)
-                .status()
-                .unwrap();
-            assert!(status.success(), "ffmpeg could not make the 720p clip");
-            std::fs::rename(&tmp, &path).unwrap();
-        }
-        path
+        cached_clip(
+            "clip-720p-v1.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "10",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "25",
+                "-keyint_min",
+                "25",
+                "-sc_threshold",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+            ],
+        )
     })
     .clone()
 }

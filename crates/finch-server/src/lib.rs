@@ -13,7 +13,7 @@
 //! - Shared by the rooms: `shared` (the worker's shared state), `state` (the server state),
 //!   `errorlog` (DSS's error log: the only way to FatalError), `report` (reports to the
 //!   supervisor), `sessions` (the session table), `metrics`, `reload` (applying a new config),
-//!   `activity` (signs of life).
+//!   `activity` (signs of life), `html` (escaping for the pages).
 //!
 //! The relay core (paths, streams, readers) is the `finch-relay` crate; it knows nothing of
 //! RTSP. Imports run one way: `worker` → rooms → shared modules → `finch-relay`/`finch-proto`.
@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod errorlog;
 pub mod handover;
 pub mod hls;
+mod html;
 pub mod metrics;
 pub mod net;
 pub mod pull;

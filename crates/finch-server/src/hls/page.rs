@@ -5,13 +5,7 @@
 /// hls.js (light build), served by Finch itself; see `assets/README.md`.
 pub(super) const HLS_JS_SOURCE: &str = include_str!("assets/hls.light.min.js");
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
+use crate::html::escape;
 
 /// The player page of `path`.
 pub(super) fn player(path: &str) -> String {
