@@ -63,46 +63,62 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A clip made once with ffmpeg `args` (the output file last, added here) and cached under
+/// target/ as `name`.
+pub fn cached_media(name: &str, args: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-media");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    if !path.exists() {
+        let tmp = dir.join(format!("{}-{name}", std::process::id()));
+        let status = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .arg(&tmp)
+            .status()
+            .expect("ffmpeg must be installed (scripts/test.sh installs it)");
+        assert!(status.success(), "ffmpeg could not make {name}");
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
+}
+
 /// The test clip: H.264 320x240 at 25 fps with an IDR every 2 s, plus AAC; made once per run
 /// with ffmpeg and cached under target/.
 pub fn clip() -> PathBuf {
     static CLIP: OnceLock<PathBuf> = OnceLock::new();
     CLIP.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-media");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("clip-v1.mp4");
-        if !path.exists() {
-            let tmp = dir.join(format!("clip-{}.mp4", std::process::id()));
-            let status = Command::new("ffmpeg")
-                .args(["-hide_banner", "-loglevel", "error", "-y"])
-                .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-                .args([
-                    "-t",
-                    "10",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "ultrafast",
-                    "-g",
-                    "50",
-                ])
-                .args([
-                    "-keyint_min",
-                    "50",
-                    "-sc_threshold",
-                    "0",
-                    "-pix_fmt",
-                    "yuv420p",
-                ])
-                .args(["-c:a", "aac", "-b:a", "64k"])
-                .arg(&tmp)
-                .status()
-                .expect("ffmpeg must be installed (scripts/test.sh installs it)");
-            assert!(status.success(), "ffmpeg could not make the test clip");
-            std::fs::rename(&tmp, &path).unwrap();
-        }
-        path
+        cached_media(
+            "clip-v1.mp4",
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=44100",
+                "-t",
+                "10",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "50",
+                "-keyint_min",
+                "50",
+                "-sc_threshold",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+            ],
+        )
     })
     .clone()
 }

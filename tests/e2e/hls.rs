@@ -71,29 +71,12 @@ fn hls_probe(url: &str) -> Vec<String> {
     ffprobe_input(&[url])
 }
 
-/// A clip made once with ffmpeg `args` (its output last) and cached next to the test clip.
-fn cached_clip(name: &str, args: &[&str]) -> std::path::PathBuf {
-    let path = clip().with_file_name(name);
-    if !path.exists() {
-        let tmp = path.with_extension(format!("{}.mp4", std::process::id()));
-        let status = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(args)
-            .arg(&tmp)
-            .status()
-            .unwrap();
-        assert!(status.success(), "ffmpeg could not make {name}");
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    path
-}
-
 /// An H.265 version of the test clip (10 s, 25 fps, an IRAP every 2 s, AAC), made once.
 fn clip_h265() -> std::path::PathBuf {
     static CLIP: OnceLock<std::path::PathBuf> = OnceLock::new();
     CLIP.get_or_init(|| {
         let source = clip();
-        cached_clip(
+        cached_media(
             "clip-h265-v1.mp4",
             &[
                 "-i",
@@ -499,7 +482,7 @@ fn a_thousand_held_reloads_and_a_reader_that_never_reads_leave_rtsp_alone() {
 fn clip_720p() -> std::path::PathBuf {
     static CLIP: OnceLock<std::path::PathBuf> = OnceLock::new();
     CLIP.get_or_init(|| {
-        cached_clip(
+        cached_media(
             "clip-720p-v1.mp4",
             &[
                 "-f",
