@@ -107,8 +107,10 @@ pub fn h264_sps(nal: &[u8]) -> Option<H264Sps> {
     }
     b.ue()?; // max_num_ref_frames
     b.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let w_mbs = b.ue()? + 1;
-    let h_units = b.ue()? + 1;
+
+    // A hostile SPS may hold any number: every step is checked.
+    let w_mbs = b.ue()?.checked_add(1)?;
+    let h_units = b.ue()?.checked_add(1)?;
     let frame_mbs_only = b.bit()?;
     if frame_mbs_only == 0 {
         b.bit()?;
@@ -127,8 +129,11 @@ pub fn h264_sps(nal: &[u8]) -> Option<H264Sps> {
         2 => (2, 2 - frame_mbs_only),
         _ => (1, 2 - frame_mbs_only),
     };
-    let width = (w_mbs * 16).checked_sub(cx * (l + r))?;
-    let height = ((2 - frame_mbs_only) * h_units * 16).checked_sub(cy * (t + bo))?;
+    let crop = |unit: u32, a: u32, b: u32| unit.checked_mul(a.checked_add(b)?);
+    let width = w_mbs.checked_mul(16)?.checked_sub(crop(cx, l, r)?)?;
+    let height = ((2 - frame_mbs_only) * 16)
+        .checked_mul(h_units)?
+        .checked_sub(crop(cy, t, bo)?)?;
     Some(H264Sps {
         width,
         height,
@@ -189,8 +194,8 @@ pub fn h265_sps(nal: &[u8]) -> Option<H265Sps> {
             _ => (1, 1),
         };
         let (l, r, t, bo) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
-        width = width.checked_sub(sx * (l + r))?;
-        height = height.checked_sub(sy * (t + bo))?;
+        width = width.checked_sub(sx * l.checked_add(r)?.min(u32::MAX / 2))?;
+        height = height.checked_sub(sy * t.checked_add(bo)?.min(u32::MAX / 2))?;
     }
     s.width = width;
     s.height = height;
@@ -238,6 +243,19 @@ mod tests {
         assert_eq!(s.compatibility, [0x60, 0, 0, 0]);
         assert_eq!(s.constraints[0], 0x90);
         assert_eq!(s.chroma_format_idc, 1);
+    }
+
+    #[test]
+    fn huge_numbers_in_a_hostile_sps_are_refused_not_overflowed() {
+        // Found by fuzz/depack: a picture width that overflowed the multiplication.
+        let sps = [
+            0x65, 0xf8, 0x00, 0x01, 0x87, 0x01, 0x1c, 0x04, 0x00, 0x00, 0x00, 0x00, 0x10, 0x09,
+            0x00, 0x00, 0xfb,
+        ];
+        if let Some(s) = h264_sps(&sps) {
+            assert!(s.width > 0 && s.height > 0);
+        }
+        let _ = h265_sps(&sps);
     }
 
     #[test]
