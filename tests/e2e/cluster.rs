@@ -280,6 +280,24 @@ fn publishers_racing_for_one_path_on_two_nodes_get_one_owner() {
         let winner = if sa == 200 { "a" } else { "b" };
         assert_eq!(redis.owner(&path), winner);
     }
+    // Garbage in Redis (a claim naming a node with no record, a record that is not JSON):
+    // a prompt 404 and a listing without it, never a failure.
+    redis.cli(&["SET", "finch:path:live/g", "zz"]);
+    redis.cli(&["SET", "finch:node:zz", "not json"]);
+    let mut raw = Raw::connect(b.rtsp_port);
+    let asked = Instant::now();
+    let r = raw.request("DESCRIBE", &b.url("live/g"), 1, &[], "");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    let (status, cl) = b.api("/api/v1/cluster");
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = cl["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["a", "b"], "{cl}");
     // Afterwards, on the other node: still 455, naming no one but refusing.
     let (_pa, _) = crate::raw::raw_publish(
         &a,

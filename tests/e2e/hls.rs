@@ -276,6 +276,12 @@ fn the_http_side_answers_as_the_contract_says() {
         .0,
         400
     );
+    // A path with dot segments, or a monster: 400.
+    assert_eq!(get(&f, "/live/../h/index.m3u8", &[]).0, 400);
+    assert_eq!(
+        get(&f, &format!("/{}/index.m3u8", "x".repeat(2000)), &[]).0,
+        400
+    );
     // Segments that were never made, or are long gone: 404.
     assert_eq!(get(&f, "/live/h/seg99999.m4s", &[]).0, 404);
     assert_eq!(get(&f, "/live/h/part0.9999.m4s", &[]).0, 404);
