@@ -16,7 +16,7 @@ pub struct HlsConfig {
     pub part_duration_ms: u64,
     /// A path's muxer stops this long after its last HLS request.
     pub muxer_close_after_secs: u64,
-    /// Most HLS requests in progress at once (blocking reloads included); more get 503.
+    /// Most HLS connections open at once; one more gets 503.
     pub max_connections: usize,
     /// Serve HTTPS with the `[rtsps]` certificate.
     pub tls: bool,

@@ -29,7 +29,7 @@ const DOCS: &[(&str, &str, &str)] = &[
     ("hls", "segment_duration_secs", "The shortest segment: segments are cut at the first keyframe after it (the first GOP fixes the target duration)."),
     ("hls", "part_duration_ms", "The part target of Low-Latency HLS: players stay about three parts behind live."),
     ("hls", "muxer_close_after_secs", "A path's muxer stops this long after its last HLS request."),
-    ("hls", "max_connections", "Most HLS requests in progress at once, blocking playlist reloads included; more get 503."),
+    ("hls", "max_connections", "Most HLS connections open at once (each holds at most one request, a blocking reload included); one more gets 503."),
     ("hls", "tls", "Serve HTTPS with the [rtsps] certificate (Basic auth and HTTPS pages need it)."),
     ("auth", "", "Who may publish and read where. No users: everything is anonymous. Add users as [[auth.users]] tables: user, pass (plain, sha256:<hex> for Basic, digest-md5:/digest-sha256:<HA1 hex> for Digest), ips (CIDRs; empty: any), permissions ([{ action = \"publish\" | \"read\", path = \"pattern\" }]; no path: every path). user = \"any\" with pass = \"\" is anonymous."),
     ("auth", "users", "The users (see above)."),

@@ -4,7 +4,7 @@
 //! slash, 301 to it), and the vendored hls.js. Every wait is bounded; `read` permission with
 //! HTTP Basic auth; CORS for players on other origins (preflights need no auth).
 
-use super::listen::{Peer, TlsListener};
+use super::listen::{Limited, Peer, TlsListener};
 use super::{page, Muxing};
 use crate::auth::{Action, Ask, Decision, Reason};
 use crate::shared::Shared;
@@ -14,7 +14,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use finch_hls::playlist::{parse_block, parse_file, File};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,11 +30,12 @@ pub(crate) fn serve_on(
     let stopped = stop.clone();
     async move {
         if tls {
-            let l = TlsListener::new(l, shared, stop);
+            let l = Limited::new(TlsListener::new(l, shared.clone(), stop), shared);
             axum::serve(l, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await
         } else {
+            let l = Limited::new(l, shared);
             axum::serve(l, app.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await
@@ -63,27 +63,6 @@ fn error(status: StatusCode, why: &str) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-/// A slot among `hls.max_connections` requests in progress, given back on drop.
-struct Slot(Arc<Shared>);
-
-impl Slot {
-    fn take(s: &Arc<Shared>) -> Option<Slot> {
-        let max = s.config().hls.max_connections as u64;
-        let n = s.hls.in_flight.fetch_add(1, Ordering::Relaxed);
-        if n >= max {
-            s.hls.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(Slot(s.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.hls.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// CORS (Fetch standard): any origin may play; with credentials the origin is echoed, since
@@ -139,10 +118,6 @@ async fn serve(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Response {
-    let Some(_slot) = Slot::take(s) else {
-        s.metrics.hls_refused("max_connections");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "too many HLS requests");
-    };
     if *method == Method::OPTIONS {
         // A preflight: no auth (browsers send none), just what may follow.
         let mut r = respond(StatusCode::NO_CONTENT, "text/plain", Body::empty());

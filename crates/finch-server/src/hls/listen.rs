@@ -1,4 +1,5 @@
-//! The HLS listener, plain or over TLS (`hls.tls`, with the `[rtsps]` certificate). TLS
+//! The HLS listener, plain or over TLS (`hls.tls`, with the `[rtsps]` certificate), with at
+//! most `hls.max_connections` connections open (one more gets a bare 503 and is closed). TLS
 //! handshakes run in their own tasks, a bounded number at once and each within a timeout, so
 //! a client that never finishes one holds up nobody else's.
 
@@ -6,8 +7,12 @@ use crate::shared::Shared;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
@@ -17,15 +22,110 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub(crate) SocketAddr);
 
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(s: IncomingStream<'_, TcpListener>) -> Self {
+impl<L> Connected<IncomingStream<'_, Limited<L>>> for Peer
+where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: Unpin,
+{
+    fn connect_info(s: IncomingStream<'_, Limited<L>>) -> Self {
         Peer(*s.remote_addr())
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(s: IncomingStream<'_, TlsListener>) -> Self {
-        Peer(*s.remote_addr())
+/// An open connection's place among `hls.max_connections`, given back when it closes.
+pub(crate) struct Counted<Io> {
+    io: Io,
+    shared: Arc<Shared>,
+}
+
+impl<Io> Drop for Counted<Io> {
+    fn drop(&mut self) {
+        self.shared.hls.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Counted<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Counted<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// A listener that keeps at most `hls.max_connections` (the config in force) open.
+pub(crate) struct Limited<L> {
+    inner: L,
+    shared: Arc<Shared>,
+}
+
+impl<L> Limited<L> {
+    pub(crate) fn new(inner: L, shared: Arc<Shared>) -> Self {
+        Limited { inner, shared }
+    }
+}
+
+const REFUSAL: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+impl<L> Listener for Limited<L>
+where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: Unpin,
+{
+    type Io = Counted<L::Io>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (mut io, addr) = self.inner.accept().await;
+            let max = self.shared.config().hls.max_connections as u64;
+            let hls = &self.shared.hls;
+            if hls.in_flight.fetch_add(1, Ordering::Relaxed) < max {
+                let shared = self.shared.clone();
+                return (Counted { io, shared }, addr);
+            }
+            hls.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.hls_refused("max_connections");
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), io.write_all(REFUSAL)).await;
+            });
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 

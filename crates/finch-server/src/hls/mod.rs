@@ -92,7 +92,7 @@ fn epoch() -> Instant {
 #[derive(Default)]
 pub struct Hls {
     muxers: Mutex<HashMap<String, Arc<Muxing>>>,
-    /// Requests in progress (`hls.max_connections`).
+    /// Open HLS connections (`hls.max_connections`).
     pub(crate) in_flight: AtomicU64,
     /// Addresses that asked for something lately, for the viewer count.
     viewers: Mutex<HashMap<IpAddr, Instant>>,
