@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs Finch's whole test suite. On a fresh Debian machine it first installs what the end-to-end
-# tests drive as real clients (ffmpeg, GStreamer), a stand-in camera (gst-rtsp-server), openssl (test certificates), redis-server (cluster tests) and
-# Chromium with its driver (the browser test), from Debian's
-# packages.
+# Runs Finch's whole test suite. On a fresh Debian machine it first installs, from Debian's
+# packages, what the end-to-end tests drive as real clients (ffmpeg, GStreamer, curl), a stand-in
+# camera (gst-rtsp-server), openssl (test certificates), redis-server (cluster tests) and Chromium
+# with its driver (the browser test); and Selenium from PyPI into a virtualenv under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
