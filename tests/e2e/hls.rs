@@ -677,3 +677,50 @@ fn an_opus_track_is_carried_with_the_video() {
     assert!(streams.contains(&"opus".to_owned()), "{streams:?}");
     assert!(hls_frames(&hls_url(&f, "live/opus"), 4) >= 90);
 }
+
+#[test]
+fn a_blocking_reload_that_cannot_be_met_in_time_gets_503_and_the_stream_goes_on() {
+    let f = Finch::start("hls-503", "");
+    let mut ffmpeg = ffmpeg_from_clip(&[
+        "-c",
+        "copy",
+        "-f",
+        "rtsp",
+        "-rtsp_transport",
+        "tcp",
+        &f.url("live/stall"),
+    ]);
+    f.wait_path_ready("live/stall");
+    let (_, _, body) = get(&f, "/live/stall/index.m3u8", &[]);
+    let text = String::from_utf8(body).unwrap();
+    let last = newest_segment(&text);
+    // The publisher stalls (connected, sending nothing): the next segment never comes.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(ffmpeg.id() as i32, libc::SIGSTOP) };
+    let asked = Instant::now();
+    let (status, _, _) = get(
+        &f,
+        &format!("/live/stall/index.m3u8?_HLS_msn={}", last + 2),
+        &[],
+    );
+    let waited = asked.elapsed();
+    unsafe { libc::kill(ffmpeg.id() as i32, libc::SIGCONT) };
+    assert_eq!(status, 503);
+    // Three target durations (2 s each here), not a hang.
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(9),
+        "{waited:?}"
+    );
+    let (_, metrics) = http(f.admin_port, "GET", "/metrics", "").unwrap();
+    assert!(
+        metrics.contains("finch_hls_refused_total{reason=\"blocking_timeout\"} 1"),
+        "{metrics}"
+    );
+    // The publisher goes on and so does the playlist.
+    assert!(wait_until(Duration::from_secs(10), || {
+        let (s, _, b) = get(&f, "/live/stall/index.m3u8", &[]);
+        s == 200 && newest_segment(&String::from_utf8_lossy(&b)) > last
+    }));
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+}
