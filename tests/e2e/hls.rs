@@ -724,3 +724,25 @@ fn a_blocking_reload_that_cannot_be_met_in_time_gets_503_and_the_stream_goes_on(
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
 }
+
+#[test]
+fn a_publisher_that_comes_back_goes_on_with_the_numbers_after_a_discontinuity() {
+    let f = Finch::start("hls-back", "");
+    let mut first = Publisher::start(&f.url("live/back"), "tcp");
+    f.wait_path_ready("live/back");
+    let (_, _, body) = get(&f, "/live/back/index.m3u8", &[]);
+    let before = newest_segment(&String::from_utf8(body).unwrap());
+    first.kill();
+    assert!(wait_until(Duration::from_secs(5), || {
+        get(&f, "/live/back/index.m3u8", &[]).0 == 404
+    }));
+    let _second = Publisher::start(&f.url("live/back"), "tcp");
+    f.wait_path_ready("live/back");
+    let (status, _, body) = get(&f, "/live/back/index.m3u8", &[]);
+    let after = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{after}");
+    assert!(media_sequence(&after) > before, "{after}");
+    assert!(after.contains("#EXT-X-DISCONTINUITY\n"), "{after}");
+    // ffmpeg plays the new stream from the same playlist URL.
+    assert!(hls_frames(&hls_url(&f, "live/back"), 3) >= 60);
+}

@@ -13,4 +13,6 @@ pub mod fmp4;
 pub mod muxer;
 pub mod playlist;
 
-pub use muxer::{Muxer, MuxerConfig, Part, Resume, Segment, TrackResume, Unsupported};
+pub use muxer::{
+    Continuation, Muxer, MuxerConfig, Part, Resume, Segment, TrackResume, Unsupported,
+};

@@ -66,6 +66,17 @@ pub struct Resume {
     pub tracks: Vec<TrackResume>,
 }
 
+/// Where a muxer's presentation ended, for the muxer of the path's next stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuation {
+    /// The next segment's number.
+    pub next_msn: u64,
+    /// The target duration, if fixed.
+    pub target: Option<u32>,
+    /// Discontinuities so far.
+    pub discontinuities: u64,
+}
+
 /// One track's timeline, for [`Resume`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrackResume {
@@ -180,6 +191,9 @@ pub struct Muxer {
     part_first_at: Duration,
     last_part_delay: Option<Duration>,
     next_msn: u64,
+    /// Discontinuities before this muxer's presentation, and the segment after this one's.
+    disc_base: u64,
+    disc_at: Option<u64>,
     fragment_seq: u32,
     frames: Vec<Frame>,
 }
@@ -367,16 +381,47 @@ impl Muxer {
             part_first_at: Duration::ZERO,
             last_part_delay: None,
             next_msn: 0,
+            disc_base: 0,
+            disc_at: None,
             fragment_seq: 0,
             frames: Vec::new(),
         })
     }
 
-    /// Numbers the first segment `msn` (a muxer continuing another's presentation).
-    pub fn start_at(&mut self, msn: u64) {
-        if self.current.is_none() && self.segments.is_empty() {
-            self.next_msn = msn;
+    /// What a muxer for a new stream on the same path needs to go on with this one's
+    /// presentation after a discontinuity (the source left and came back).
+    pub fn continuation(&self) -> Continuation {
+        Continuation {
+            next_msn: self.current.as_ref().map_or(self.next_msn, |c| c.msn + 1),
+            target: self.target,
+            discontinuities: self.disc_base + u64::from(self.disc_at.is_some()),
         }
+    }
+
+    /// Goes on after `c`: the numbers and target duration continue, the first segment is
+    /// marked `#EXT-X-DISCONTINUITY` (a new source, a new timeline).
+    pub fn continue_after(&mut self, c: &Continuation) {
+        if self.current.is_some() || !self.segments.is_empty() {
+            return;
+        }
+        self.next_msn = c.next_msn;
+        self.target = c.target;
+        self.disc_base = c.discontinuities;
+        self.disc_at = Some(c.next_msn);
+    }
+
+    /// `#EXT-X-DISCONTINUITY-SEQUENCE` of the playlist as it stands: discontinuities that
+    /// slid out of it.
+    pub fn discontinuity_sequence(&self) -> u64 {
+        let first = self.segments.front().map(|s| s.msn);
+        let gone = matches!((self.disc_at, first), (Some(d), Some(f)) if f > d);
+        self.disc_base + u64::from(gone)
+    }
+
+    /// The segment that starts after a discontinuity, while the playlist lists it.
+    pub fn discontinuity_at(&self) -> Option<u64> {
+        let first = self.segments.front().map(|s| s.msn);
+        self.disc_at.filter(|d| first.is_none_or(|f| f <= *d))
     }
 
     /// Where this muxer is, for one that continues it (`None` before its timeline started).
@@ -1021,6 +1066,30 @@ mod tests {
         );
         // It starts at the first keyframe after what the last muxer did (frame 150: 6 s).
         assert_eq!(start, 150 * 3600);
+    }
+
+    #[test]
+    fn a_new_stream_goes_on_with_the_numbers_after_a_discontinuity() {
+        let mut a = Muxer::new(&sdp(), MuxerConfig::default()).unwrap();
+        feed(&mut a, 5, 50);
+        let c = a.continuation();
+        assert_eq!(c.next_msn, 3);
+        assert_eq!(c.discontinuities, 0);
+        // The source came back: a new stream, its clock from zero again.
+        let mut b = Muxer::new(&sdp(), MuxerConfig::default()).unwrap();
+        b.continue_after(&c);
+        feed(&mut b, 5, 50);
+        let text = b.playlist().unwrap();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PART"), "{text}");
+        assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "{text}");
+        // Once the first segment after it slid out of the window, the count goes up.
+        feed_from(&mut b, 125, 20, 50);
+        let text = b.playlist().unwrap();
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+        assert_eq!(b.continuation().discontinuities, 1);
     }
 
     fn sender_report(ntp: f64, rtp: u32) -> Vec<u8> {

@@ -81,17 +81,24 @@ pub fn media_playlist(m: &Muxer) -> Option<String> {
     let target = m.target_duration()?;
     let part_target = m.part_target().as_secs_f64();
     let segments: Vec<_> = m.segments().collect();
-    let first = segments.first()?;
+    // Not before a complete segment: plain HLS players (ffmpeg) give up on a playlist of parts.
+    let first_msn = segments.first()?.msn;
     let mut out = String::with_capacity(2048);
     let _ = write!(
         out,
         "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{target}\n\
          #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n\
          #EXT-X-PART-INF:PART-TARGET={part_target:.3}\n\
-         #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-MAP:URI=\"{INIT}\"\n",
+         #EXT-X-MEDIA-SEQUENCE:{}\n",
         part_target * 3.0,
-        first.msn
+        first_msn
     );
+    let disc = m.discontinuity_sequence();
+    if disc > 0 || m.discontinuity_at().is_some() {
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc}");
+    }
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"{INIT}\"");
+    let discontinuity = m.discontinuity_at();
     let part_line = |out: &mut String, msn: u64, i: usize, p: &crate::muxer::Part| {
         if p.data.is_empty() {
             return;
@@ -109,12 +116,18 @@ pub fn media_playlist(m: &Muxer) -> Option<String> {
         );
     };
     for s in &segments {
+        if discontinuity == Some(s.msn) {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
         for (i, p) in s.parts.iter().enumerate() {
             part_line(&mut out, s.msn, i, p);
         }
         let _ = write!(out, "#EXTINF:{:.5},\n{}\n", s.duration, segment_uri(s.msn));
     }
     if let Some(c) = m.current() {
+        if discontinuity == Some(c.msn) && !c.parts.is_empty() {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
         for (i, p) in c.parts.iter().enumerate() {
             part_line(&mut out, c.msn, i, p);
         }

@@ -98,6 +98,9 @@ pub struct Hls {
     viewers: Mutex<HashMap<IpAddr, Instant>>,
     /// Where the previous worker's muxers left off (a graceful restart), by path.
     resume: Mutex<HashMap<String, (finch_hls::Resume, Instant)>>,
+    /// Where the muxers of streams that ended left off, by path: a new stream on the path
+    /// goes on after a discontinuity.
+    ended: Mutex<HashMap<String, (finch_hls::Continuation, Instant)>>,
 }
 
 /// How long a previous worker's muxer state waits for a request to continue it.
@@ -125,6 +128,7 @@ impl Hls {
                 return Ok(m.clone());
             }
             m.stop.cancel();
+            self.ended_at(path, m.lock().continuation());
         }
         let hls = &shared.config().hls;
         let config = MuxerConfig {
@@ -142,6 +146,15 @@ impl Hls {
         if let Some((r, _)) = &resumed {
             // Players keep their place: the presentation goes on where the last worker's did.
             muxer.resume(r);
+        } else if let Some((c, _)) = self
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path)
+            .filter(|(_, at)| at.elapsed() < RESUME_FOR)
+        {
+            // A new stream on the path: the numbers go on, after a discontinuity.
+            muxer.continue_after(&c);
         }
         let tracks: Vec<usize> = (0..stream.tracks.len())
             .filter(|t| muxer.carries(*t))
@@ -173,6 +186,14 @@ impl Hls {
         );
         tokio::spawn(run(shared.clone(), m.clone(), reader));
         Ok(m)
+    }
+
+    fn ended_at(&self, path: &str, c: finch_hls::Continuation) {
+        let mut e = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if e.len() > 10_000 {
+            e.retain(|_, (_, at)| at.elapsed() < RESUME_FOR);
+        }
+        e.insert(path.to_owned(), (c, Instant::now()));
     }
 
     /// Where every muxer is, for the next worker (a graceful restart).
@@ -268,7 +289,10 @@ async fn run(shared: Arc<Shared>, m: Arc<Muxing>, mut reader: finch_relay::Reade
     let mut muxers = shared.hls.muxers();
     if muxers.get(&m.path).is_some_and(|x| Arc::ptr_eq(x, &m)) {
         muxers.remove(&m.path);
+        drop(muxers);
+        shared.hls.ended_at(&m.path, m.lock().continuation());
+    } else {
+        drop(muxers);
     }
-    drop(muxers);
     tracing::info!(path = %m.path, why, "HLS muxer stopped");
 }
