@@ -23,6 +23,9 @@ pub fn bind(config: &Config) -> Result<Listeners, NetError> {
     Ok(Listeners::from_roles(bound))
 }
 
+/// The receive buffer asked for the shared UDP sockets.
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
 /// Binds one socket (a listening TCP socket, or a UDP one) for `role` at `addr`.
 pub fn bind_one(role: Role, addr: SocketAddr) -> Result<OwnedFd, NetError> {
     let err = |source| NetError::Bind {
@@ -41,6 +44,11 @@ pub fn bind_one(role: Role, addr: SocketAddr) -> Result<OwnedFd, NetError> {
     if ty == Type::STREAM {
         // As std does on Unix: a restart must not trip over connections in TIME_WAIT.
         socket.set_reuse_address(true).map_err(err)?;
+    }
+    if ty == Type::DGRAM {
+        // Room for bursts, and for a publisher's datagrams that wait in the kernel while a
+        // graceful restart moves its session (the kernel caps it at net.core.rmem_max).
+        let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     }
     socket.bind(&addr.into()).map_err(err)?;
     if ty == Type::STREAM {

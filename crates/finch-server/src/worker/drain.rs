@@ -9,6 +9,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long a stop waits for connections without a session to finish what they asked.
+const PLAIN_GRACE: Duration = Duration::from_millis(300);
+
+/// Open RTSP connections that hold no session.
+fn without_session(shared: &Shared) -> u64 {
+    let sessions = shared.sessions.count("publisher") + shared.sessions.count("reader");
+    shared.connection_count().saturating_sub(sessions as u64)
+}
+
 /// The cancellation tokens the stop fires, in order.
 pub(super) struct Tokens {
     /// The listeners.
@@ -75,6 +84,12 @@ pub(super) async fn finish(
                 .min(Duration::from_secs(2)),
         )
         .await;
+    // A connection accepted just before the stop may have its first request in flight: a
+    // moment to answer it rather than cut it (a client sees a reset, not a late answer).
+    let grace = (tokio::time::Instant::now() + PLAIN_GRACE).min(deadline);
+    while without_session(shared) > 0 && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // DSS's KillAllRTPSessions, then wait for them at most the drain timeout.
     shared.registry.close_all();
     tokens.sessions.cancel();
