@@ -106,6 +106,10 @@ pub(crate) async fn accept_loop(
     let mut states = shared.state.subscribe();
     loop {
         let accepted = tokio::select! {
+            // Stopping first: once the worker is on its way out it takes no more connections
+            // (they wait in the backlog for the next worker). Unbiased, a connection could be
+            // taken after its stop had already closed every connection, and be cut.
+            biased;
             _ = stop.cancelled() => return,
             _ = states.wait_for(|s| s.is_stopping()) => return,
             a = listener.accept() => a,

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long a stop waits for connections without a session to finish what they asked.
-const PLAIN_GRACE: Duration = Duration::from_millis(300);
+const PLAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Open RTSP connections that hold no session.
 fn without_session(shared: &Shared) -> u64 {
