@@ -401,6 +401,14 @@ impl Publisher {
         Publisher(ffmpeg_from_clip(out))
     }
 
+    /// ffmpeg publishing `file` (copied, looped, in real time) to `url` over TCP.
+    pub fn file(file: &Path, url: &str) -> Publisher {
+        Publisher(ffmpeg_from(
+            file,
+            &["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", url],
+        ))
+    }
+
     /// Whether ffmpeg is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
@@ -421,10 +429,15 @@ impl Drop for Publisher {
 
 /// ffmpeg sending the test clip in real time, looped, with `out` as its output options and URL.
 pub fn ffmpeg_from_clip(out: &[&str]) -> Child {
+    ffmpeg_from(&clip(), out)
+}
+
+/// ffmpeg sending `file` in real time, looped, with `out` as its output options and URL.
+pub fn ffmpeg_from(file: &Path, out: &[&str]) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-stream_loop", "-1", "-i"])
-        .arg(clip())
+        .arg(file)
         .args(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

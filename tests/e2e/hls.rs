@@ -7,7 +7,7 @@ use crate::harness::*;
 use crate::raw::Raw;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -95,31 +95,11 @@ fn clip_h265() -> std::path::PathBuf {
     .clone()
 }
 
-fn publish_h265(url: &str) -> Child {
-    Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(clip_h265())
-        .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn ffprobe_and_ffmpeg_play_the_playlists_of_h264_and_h265_paths() {
     let f = Finch::start("hls-players", "");
     let _h264 = Publisher::start(&f.url("live/avc"), "tcp");
-    let mut h265 = publish_h265(&f.url("live/hevc"));
+    let _h265 = Publisher::file(&clip_h265(), &f.url("live/hevc"));
     f.wait_path_ready("live/avc");
     f.wait_path_ready("live/hevc");
     let streams = hls_probe(&hls_url(&f, "live/avc"));
@@ -156,8 +136,6 @@ fn ffprobe_and_ffmpeg_play_the_playlists_of_h264_and_h265_paths() {
         metrics.contains("finch_readers{transport=\"hls\"} 2"),
         "{metrics}"
     );
-    let _ = h265.kill();
-    let _ = h265.wait();
 }
 
 #[test]
@@ -529,24 +507,7 @@ fn chromium_plays_the_page_in_low_latency_and_the_status_page_shows_the_path() {
         panic!("E2E_BROWSER_PYTHON is not set: ./scripts/test.sh installs Chromium and Selenium")
     });
     let f = Finch::start("hls-browser", "");
-    let mut publisher = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(clip_720p())
-        .args(["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp"])
-        .arg(f.url("live/browser"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut publisher = Publisher::file(&clip_720p(), &f.url("live/browser"));
     f.wait_path_ready("live/browser");
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -561,8 +522,7 @@ fn chromium_plays_the_page_in_low_latency_and_the_status_page_shows_the_path() {
         .arg(&shots)
         .output()
         .unwrap();
-    let _ = publisher.kill();
-    let _ = publisher.wait();
+    publisher.kill();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
